@@ -52,12 +52,13 @@ class LoopState:
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
     accuracy_before: float | None = None
     verdicts_before: list[bool] = field(default_factory=list)  # per held-out question, for the paired test
+    last_eval: tuple | None = None  # (step, accuracy, verdicts) of the latest periodic evaluation
     variance: GradientVariance = field(default_factory=GradientVariance)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "order": list(self.order), "sequences_scored": self.sequences_scored,
                 "bad_steps": self.bad_steps, "accuracy_before": self.accuracy_before,
-                "verdicts_before": list(self.verdicts_before),
+                "verdicts_before": list(self.verdicts_before), "last_eval": self.last_eval,
                 "variance": self.variance.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -65,6 +66,7 @@ class LoopState:
         self.sequences_scored, self.bad_steps = state["sequences_scored"], state["bad_steps"]
         self.accuracy_before = state["accuracy_before"]
         self.verdicts_before = list(state.get("verdicts_before", []))
+        self.last_eval = state.get("last_eval")
         self.variance.load_state_dict(state["variance"])
 
 

@@ -184,8 +184,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                              for k in ("proposal_accuracy", "memory_coverage") if k in weighted.metrics)
             progress.update(bar, advance=1, description=f"training {shown}")
             if config.eval_every and step % config.eval_every == 0 and step < steps:
-                evaluate_and_log(run, policy, method, task, test_set, config, step, progress, ctx.tokens_sampled,
-                                 started)
+                state.last_eval = (step, *evaluate_and_log(run, policy, method, task, test_set, config, step,
+                                                           progress, ctx.tokens_sampled, started))
             state.step = step
             if state.bad_steps >= config.max_bad_steps:
                 save(step)
@@ -198,8 +198,11 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save(step)
 
-        accuracy_after, verdicts_after = evaluate_and_log(run, policy, method, task, test_set, config, state.step, progress,
-                                          ctx.tokens_sampled, started)
+        if state.last_eval and state.last_eval[0] == state.step:  # the budget stopped right after an evaluation
+            _, accuracy_after, verdicts_after = state.last_eval
+        else:
+            accuracy_after, verdicts_after = evaluate_and_log(run, policy, method, task, test_set, config, state.step,
+                                                              progress, ctx.tokens_sampled, started)
         sc_accuracy = (self_consistency_accuracy(policy, task, test_set, config.sc_samples, config.max_new_tokens,
                                                  rngs["sampler"], config.sample_batch_size, prompt=method.prompt)
                        if config.sc_samples and test_set else None)
