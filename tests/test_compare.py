@@ -50,3 +50,29 @@ def test_compare_writes_table_plots_and_respects_the_token_budget(tmp_path, loca
     assert main(["report", str(out / "trice-seed0")]) == 0
     report = (out / "trice-seed0" / "report.md").read_text()
     assert "greedy_accuracy_after" in report and "plots/memory_coverage.png" in report
+
+
+def test_compare_reuses_finished_runs_and_refuses_a_different_config(tmp_path, local_model, capsys):
+    """A second compare into the same directory reads finished runs back (no retraining: the
+    metrics files are untouched) and refuses to mix in runs made with another config."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 3 =", "answer": str(i + 3)}) + "\n" for i in range(12)))
+    exemplars = tmp_path / "ex.jsonl"
+    exemplars.write_text(json.dumps({"question": "1 + 1 =", "rationale": "So the answer is 2.", "answer": "2"}) + "\n")
+    out = tmp_path / "cmp"
+    flags = ["--model", str(local_model), "--task", f"jsonl:{data}",
+             "--task-option", f"checker={HERE / 'lenient_checker.py'}:coin", "--exemplars", str(exemplars),
+             "--steps", "2", "--batch-size", "3", "--subsample", "3", "--max-new-tokens", "4", "--n-eval", "3",
+             "--sc-samples", "0", "--threads", "1", "--out", str(out)]
+    assert main(["compare", "--methods", "trice,fewshot-cot", "--seeds", "0", *flags]) == 0
+    metrics = (out / "trice-seed0" / "metrics.jsonl").read_bytes()
+    few = [r for r in map(json.loads, (out / "fewshot-cot-seed0" / "metrics.jsonl").read_text().splitlines())
+           if r.get("event") == "eval"]
+    assert len(few) == 1  # nothing trained: the accuracy before is the accuracy after, evaluated once
+    first = list(csv.DictReader(open(out / "results.csv")))
+    assert main(["compare", "--methods", "trice,fewshot-cot", "--seeds", "0", *flags]) == 0
+    assert (out / "trice-seed0" / "metrics.jsonl").read_bytes() == metrics
+    assert list(csv.DictReader(open(out / "results.csv"))) == first
+    capsys.readouterr()
+    assert main(["compare", "--methods", "trice", "--seeds", "0", *flags, "--steps", "3"]) == 2
+    assert "different config" in capsys.readouterr().err

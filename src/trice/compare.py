@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
+from .errors import TriceError
 from .run import RunDir
 
 COLUMNS = ["method", "seed", "greedy_accuracy_before", "greedy_accuracy", "sc_accuracy", "tokens_sampled",
@@ -46,7 +47,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
         for seed in seeds:
             config = dataclasses.replace(base, method=method, seed=seed, out=str(out / f"{method}-seed{seed}"))
             start = time.perf_counter()
-            summary = train_fn(config, **train_kwargs)
+            summary = _finished_or_resumed(config, train_fn, train_kwargs)
             rows.append({"method": method, "seed": seed,
                          "greedy_accuracy_before": summary["greedy_accuracy_before"],
                          "greedy_accuracy": summary["greedy_accuracy_after"],
@@ -54,7 +55,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
                          "tokens_sampled": summary["tokens_sampled"],
                          "sequences_scored": summary.get("sequences_scored"),
                          "steps_done": summary.get("steps_done"),
-                         "wall_seconds": round(time.perf_counter() - start, 1),
+                         "wall_seconds": summary.get("wall_seconds", round(time.perf_counter() - start, 1)),
                          "memory_coverage": summary.get("memory_coverage"), "n_eval": summary["n_eval"]})
             write_results(rows, out)
     from .plots import comparison_plots
@@ -62,6 +63,25 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
     comparison_plots({f"{r['method']}-seed{r['seed']}": RunDir(out / f"{r['method']}-seed{r['seed']}")
                       for r in rows}, out)
     return rows
+
+
+def _finished_or_resumed(config: TrainConfig, train_fn, train_kwargs) -> dict:
+    """Run ``config``, unless its directory already holds it: a finished run (same config) is read
+    back, an interrupted one resumed from its last checkpoint. So a killed compare loses nothing, and
+    several ``trice compare`` processes (e.g. one per seed) can fill one output directory."""
+    run = RunDir(config.out)
+    if run.config_path.exists():
+        saved = run.config()
+        ignore = dict(lr=None, out=None, threads=None)  # threads change speed, not what is computed
+        if dataclasses.replace(saved, **ignore) != dataclasses.replace(config, **ignore) or (
+                config.lr is not None and config.lr != saved.lr):
+            raise TriceError(f"{run.path} holds a run with a different config; use another --out "
+                             "or remove that directory")
+        if run.summary_path.exists():
+            return run.summary()
+        if any(run.checkpoints_path.glob("*")):
+            return train_fn(None, resume=str(run.path), **train_kwargs)
+    return train_fn(config, **train_kwargs)
 
 
 def write_results(rows: list[dict], out: Path) -> None:

@@ -200,6 +200,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
 
         if state.last_eval and state.last_eval[0] == state.step:  # the budget stopped right after an evaluation
             _, accuracy_after, verdicts_after = state.last_eval
+        elif state.step == 0 and not checkpoint:  # nothing trained (few-shot CoT, or no budget): unchanged
+            accuracy_after, verdicts_after = state.accuracy_before, state.verdicts_before
         else:
             accuracy_after, verdicts_after = evaluate_and_log(run, policy, method, task, test_set, config, state.step,
                                                               progress, ctx.tokens_sampled, started)
@@ -220,7 +222,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                "sc_accuracy_after": sc_accuracy, "sc_samples": config.sc_samples,
                "memory_coverage": _coverage(method),
                "acceptance_rate": method.memory.acceptance_rate() if method.memory is not None else None,
-               "tokens_sampled": ctx.tokens_sampled}
+               "tokens_sampled": ctx.tokens_sampled, "wall_seconds": round(time.perf_counter() - started, 1)}
     run.write_summary(summary)
     return summary
 
