@@ -4,6 +4,11 @@ Row i's input is ``policy.prefix_embeds()`` then the embeddings of ``tokenizer(p
 add_special_tokens=False)``. The prefix is run once (batch 1) and its KV cache copied across the batch.
 Prompts of different lengths are left-padded *between* the prefix and the prompt; pads get attention
 mask 0 and positions are ``cumsum(mask) - 1``, so every row sees exactly what it would see alone.
+
+Randomness is per row: one key is drawn from ``generator`` per call, and the t-th token of the call's
+row i is drawn by inverting its CDF at a uniform that is a hash of (key, i, t). So a row's sample does
+not depend on the batch it is grouped in, on ``batch_size``, or on which process samples it
+(:mod:`trice.distributed`), and the generator advances by the same amount whatever the prompts.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from .distributed import world
 from .errors import TriceError
 
 DEFAULT_STOP = ("\n\n", "\nQuestion:")
@@ -28,6 +34,8 @@ class Sample:
     text: str
     num_tokens: int
     finished: bool
+    token_ids: list[int] | None = None  # set by samplers that report them (vLLM)
+    logprobs: list[float] | None = None  # log-prob of each sampled token, where the sampler reports it
 
 
 def _stop_ids(policy) -> set[int]:
@@ -65,6 +73,17 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
         raise TriceError(f"temperature must be >= 0, got {temperature}")
     if batch_size < 1 or max_new_tokens < 0:
         raise TriceError("batch_size must be >= 1 and max_new_tokens >= 0")
+    key = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) if temperature > 0 else 0
+    if not prompts:
+        return []
+    # Several processes: each samples its own rows; all of them get every row back.
+    here = world()
+    mine = here.rows(len(prompts))
+    return here.gather_rows(len(prompts), _sample_rows(policy, [prompts[i] for i in mine], mine, key,
+                                                       max_new_tokens, temperature, stop, batch_size))
+
+
+def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, stop, batch_size):
     if not prompts:
         return []
     tok = policy.tokenizer
@@ -85,14 +104,14 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            batch = _sample_batch(policy, [ids[i] for i in rows], prefix, prefix_cache,
-                                  max_new_tokens, temperature, stop, generator)
+            batch = _sample_batch(policy, [ids[i] for i in rows], [row_ids[i] for i in rows], key, prefix,
+                                  prefix_cache, max_new_tokens, temperature, stop)
             for i, s in zip(rows, batch):
                 results[i] = s
     return results
 
 
-def _sample_batch(policy, ids, prefix, prefix_cache, max_new_tokens, temperature, stop, generator):
+def _sample_batch(policy, ids, row_ids, key, prefix, prefix_cache, max_new_tokens, temperature, stop):
     tok, device = policy.tokenizer, policy.device
     n, width, num_prefix = len(ids), max(len(x) for x in ids), prefix.shape[0]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -118,7 +137,8 @@ def _sample_batch(policy, ids, prefix, prefix_cache, max_new_tokens, temperature
     generated = [[] for _ in range(n)]
     finished = [False] * n
     active = list(range(n))  # original row of each row still in the batch
-    for _ in range(max_new_tokens):
+    rows = torch.tensor(row_ids, dtype=torch.long)  # each live row's id in the call, for its randomness
+    for t in range(max_new_tokens):
         out = policy.forward(embeds, mask, position_ids=pos, past_key_values=cache, use_cache=True,
                              logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
@@ -126,7 +146,7 @@ def _sample_batch(policy, ids, prefix, prefix_cache, max_new_tokens, temperature
             next_ids = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            next_ids = inverse_cdf(probs, uniforms(key, rows, t).to(probs.device))
         done = torch.isin(next_ids, stop_ids).tolist()
         for r, t in zip(active, next_ids.tolist()):
             generated[r].append(t)
@@ -147,7 +167,7 @@ def _sample_batch(policy, ids, prefix, prefix_cache, max_new_tokens, temperature
             keep = [k for k, d in enumerate(done) if not d]
             idx = torch.tensor(keep, device=device)
             cache.batch_select_indices(idx)
-            mask, pos, next_ids = mask[idx], pos[idx], next_ids[idx]
+            mask, pos, next_ids, rows = mask[idx], pos[idx], next_ids[idx], rows[keep]
             active = [active[k] for k in keep]
         embeds = policy.embed(next_ids[:, None])
 
@@ -158,3 +178,38 @@ def _sample_batch(policy, ids, prefix, prefix_cache, max_new_tokens, temperature
         text, hit = _cut(text, stop)
         samples.append(Sample(text, len(toks), finished[r] or hit))
     return samples
+
+
+# --- counter-based randomness ------------------------------------------------------------------
+# Written by hand: torch's generators are streams, so a row's draws would depend on the other rows of
+# its batch. A stateless hash of (key, row, step) gives every row its own reproducible uniforms in one
+# vectorised call. All arithmetic stays below 2**63 in int64 (32-bit words, 16-bit multiplier halves).
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (lowbias32: full avalanche), on int64 tensors holding 32-bit words."""
+    x = x & _MASK32
+    x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+    x = _mul32(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniforms(key: int, rows: torch.Tensor, step: int) -> torch.Tensor:
+    """float64 uniforms in [0, 1) with 53 random bits, one per row, a function of (key, row, step)."""
+    seed = _hash32(torch.tensor([key & _MASK32]) ^ _hash32(torch.tensor([(key >> 32) & _MASK32])))
+    x = _hash32(_hash32(seed ^ rows) ^ _hash32(torch.tensor([step])))
+    hi, lo = _hash32(x ^ 0x68E31DA4), _hash32(x ^ 0x1B56C4E9)
+    return ((hi >> 11).double() * 2.0 ** 32 + lo.double()) / 2.0 ** 53
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Row-wise draws from ``probs`` [n, V] at uniforms ``u`` [n]: the first index whose cumulative
+    probability exceeds u * total (float64, so zero-probability tokens are never drawn)."""
+    cdf = probs.double().cumsum(-1)
+    target = (u.double() * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
