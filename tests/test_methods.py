@@ -47,6 +47,11 @@ def test_each_method_changes_trainable_and_only_trainable_parameters(tmp_path, m
         if name in base_before:
             assert torch.equal(p.detach(), base_before[name]), name
     assert summary["method"] == method
+    # training-set coverage: TRICE's memory and STaR's kept set report it, the others have none
+    has_coverage = method.startswith(("trice", "star"))
+    assert (summary["memory_coverage"] is not None) == has_coverage
+    if has_coverage:
+        assert 0 <= summary["memory_coverage"] <= 1
     steps = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("loss" in s for s in steps) == (0 if method == "fewshot-cot" else 4)
 

@@ -66,6 +66,10 @@ def _config_from_args(args, base: dict | None = None) -> TrainConfig:
 
 
 def _print_summary(summary: dict) -> None:
+    from .distributed import world
+
+    if not world().is_main:  # one process prints for the job
+        return
     before, after, n = summary["greedy_accuracy_before"], summary["greedy_accuracy_after"], summary["n_eval"]
     if before is not None:
         from .evaluate import standard_error
@@ -77,7 +81,9 @@ def _print_summary(summary: dict) -> None:
         if "paired_z" in summary:
             print(f"paired on the same questions: {summary['questions_gained']} turned right, "
                   f"{summary['questions_lost']} turned wrong (McNemar z = {summary['paired_z']:+.1f})")
-    print(f"memory coverage {summary['memory_coverage']:.3f}, tokens sampled {summary['tokens_sampled']}")
+    coverage = summary.get("memory_coverage")
+    print((f"memory coverage {coverage:.3f}, " if coverage is not None else "")
+          + f"tokens sampled {summary['tokens_sampled']}")
 
 
 def cmd_train(args, base: dict | None = None) -> int:
@@ -108,7 +114,9 @@ def cmd_eval(args) -> int:
     task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
     n_eval = args.n_eval if args.n_eval is not None else config.n_eval
     test_set = task.test[:n_eval]
-    model, tokenizer = load_model(config.model, config.dtype)
+    from .distributed import default_device
+
+    model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
     policy = Policy.load(model, tokenizer, run.policy_path)
     accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size)
     result = {"n_eval": len(test_set), "greedy_accuracy": accuracy,

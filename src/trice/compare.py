@@ -56,13 +56,21 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
                          "sequences_scored": summary.get("sequences_scored"),
                          "steps_done": summary.get("steps_done"),
                          "wall_seconds": summary.get("wall_seconds", round(time.perf_counter() - start, 1)),
-                         "memory_coverage": summary.get("memory_coverage"), "n_eval": summary["n_eval"]})
+                         "memory_coverage": _coverage(summary, config.out), "n_eval": summary["n_eval"]})
             write_results(rows, out)
     from .plots import comparison_plots
 
     comparison_plots({f"{r['method']}-seed{r['seed']}": RunDir(out / f"{r['method']}-seed{r['seed']}")
                       for r in rows}, out)
     return rows
+
+
+def _coverage(summary: dict, out: str) -> float | None:
+    """The summary's memory coverage, else the last one logged (runs from before STaR reported it)."""
+    if summary.get("memory_coverage") is not None:
+        return summary["memory_coverage"]
+    logged = [r["memory_coverage"] for r in RunDir(out).metrics() if r.get("memory_coverage") is not None]
+    return logged[-1] if logged else None
 
 
 def _finished_or_resumed(config: TrainConfig, train_fn, train_kwargs) -> dict:

@@ -78,6 +78,13 @@ class TrainConfig:
     seed: int = _f(0, "random seed")
     out: str | None = _f(None, "run directory (default runs/<task>-<method>-<time>)")
     threads: int | None = _f(None, "torch CPU threads (default: torch's, i.e. all cores)")
+    device: str | None = _f(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
+    # --- sampling backend
+    sampler: str = _f("torch", "who samples rationales: our batched KV-cache sampler, or vLLM (GPU only; "
+                      "pip install 'trice-cot[vllm]')", choices=("torch", "vllm"))
+    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: fraction of GPU memory for its KV cache")
+    sampler_check_rows: int = _f(4, "vLLM: sampled rows re-scored by the trainer each step to log how far "
+                                 "the two disagree (0: off)")
 
     # ------------------------------------------------------------------------------------------
     def resolved_lr(self) -> float:

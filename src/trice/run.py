@@ -14,13 +14,16 @@ from .errors import TriceError
 class RunDir:
     """Files of one run. ``log`` appends one JSON object per line to metrics.jsonl."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes  # False on every process but rank 0 of a distributed run
 
     @classmethod
-    def create(cls, config: TrainConfig) -> "RunDir":
+    def create(cls, config: TrainConfig, writes: bool = True) -> "RunDir":
         out = config.out or f"runs/{config.task.replace('/', '_').replace(':', '_')}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = Path(out)
+        if not writes:
+            return cls(path, writes=False)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -31,9 +34,9 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path, writes: bool = True) -> "RunDir":
         """An existing run directory (to resume it)."""
-        run = cls(path)
+        run = cls(path, writes)
         run.config()  # a clear error if it is not one
         return run
 
@@ -45,15 +48,21 @@ class RunDir:
     summary_path = property(lambda self: self.path / "summary.json")
 
     def log(self, record: dict) -> None:
+        if not self.writes:
+            return
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def metrics_bytes(self) -> int:
         """Size of metrics.jsonl: a checkpoint's position in it."""
+        if not self.writes:
+            return 0
         return (self.path / "metrics.jsonl").stat().st_size
 
     def truncate_metrics(self, size: int) -> None:
         """Drop the records written after a checkpoint (they will be written again on resume)."""
+        if not self.writes:
+            return
         with open(self.path / "metrics.jsonl", "r+b") as f:
             f.truncate(size)
 
@@ -62,7 +71,8 @@ class RunDir:
         return [json.loads(line) for line in lines if line]
 
     def write_summary(self, summary: dict) -> None:
-        self.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if self.writes:
+            self.summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     def summary(self) -> dict:
         return json.loads(self.summary_path.read_text(encoding="utf-8"))

@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint import load_latest, save_checkpoint
 from .config import TrainConfig
+from .distributed import default_device, init as init_distributed
 from .errors import TriceError
 from .evaluate import self_consistency_accuracy, standard_error
 from .initialise import find_exemplars, load_exemplars, save_exemplars
@@ -45,6 +46,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         config = RunDir(resume).config()
         config.out = str(resume)
     config.validate()
+    here = init_distributed()  # rank and world size under torchrun / accelerate launch; 0 of 1 otherwise
+    console.quiet = not here.is_main
     if config.threads:
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
@@ -65,8 +68,9 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         raise TriceError(f"task {task.name} has no test examples to evaluate on (set --n-eval 0)")
     checkpoint = load_latest(RunDir(resume).checkpoints_path) if resume is not None else None
     if model is None:
-        model, tokenizer = load_model(config.model, config.dtype)
-    run = RunDir.open(resume) if checkpoint else RunDir.create(config)
+        model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
+    run = RunDir.open(resume, here.is_main) if checkpoint else RunDir.create(config, here.is_main)
+    here.barrier()  # the run directory exists before any rank uses it
     console.print(f"[bold]trice[/] {config.method} on {task.name}: {len(train_set)} train, "
                   f"{len(test_set)} held-out; run directory {run.path}"
                   + (f"; resuming after step {checkpoint[1]['loop']['step']}" if checkpoint else ""))
@@ -90,6 +94,11 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                                lora_targets=lora_targets(config.lora_targets))
         method = make_method(config.method, exemplars, config.k, config.star_inner_steps)
         ctx = Context(policy, task, train_set, config, rngs["sampler"], rngs["resampler"], progress=progress)
+        if config.sampler == "vllm":
+            from .vllm_sampler import VLLMSampler
+
+            ctx.external = VLLMSampler(policy, config.model, config.dtype, config.vllm_gpu_memory_utilization,
+                                       config.seed)
         params = policy.trainable_parameters()
         optimizer = torch.optim.Adam(params, lr=config.resolved_lr())  # Adam + cosine decay, as the reference
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -110,7 +119,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             started -= saved.get("seconds_elapsed", 0.0)
             run.truncate_metrics(saved["metrics_bytes"])
         else:
-            save_exemplars(exemplars, run.exemplars_path)
+            if here.is_main:
+                save_exemplars(exemplars, run.exemplars_path)
             method.setup(ctx)
             run.log({"event": "init", "memory_coverage": _coverage(method), "tokens_sampled": ctx.tokens_sampled,
                      "num_exemplars": len(exemplars), "seconds": time.perf_counter() - t0})
@@ -118,6 +128,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                                                      progress, ctx.tokens_sampled, started)
 
         def save(step: int) -> None:
+            if not here.is_main:  # every rank holds the same state; rank 0 writes it
+                return
             snapshot = {"params": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "method": method.state_dict(),
                         "loop": state.state_dict(), "tokens_sampled": ctx.tokens_sampled,
@@ -144,20 +156,32 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             # 2. The method samples, checks and weighs: TRICE proposes, does the MH step on its
             #    memory and returns the estimator's terms (ALGORITHM.md 3.1-3.7).
             t_method = time.perf_counter()
+            ctx.sampler_gap = None
             weighted = method.step(ctx, batch)
             t_method = time.perf_counter() - t_method
             if weighted.restart:  # STaR restarts from the initial parameters: Adam restarts too
                 optimizer.state.clear()
 
             # 3. One update: loss = -sum(coefs * log p(continuation | prompt)) (ALGORITHM.md 3.8).
+            #    With several processes each scores its share of the sequences; gradients are summed.
             t_score = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = torch.zeros(())
-            if len(weighted.coefs):
-                log_probs = score(policy, weighted.prompts, weighted.continuations)
-                loss = -(weighted.coefs.to(log_probs.dtype) * log_probs).sum()
+            mine = here.rows(len(weighted.prompts))
+            if mine:
+                log_probs = score(policy, [weighted.prompts[i] for i in mine],
+                                  [weighted.continuations[i] for i in mine])
+                loss = -(weighted.coefs[mine].to(log_probs) * log_probs).sum()
                 loss.backward()
-                state.sequences_scored += len(weighted.prompts)
+                loss = loss.detach().cpu()
+            state.sequences_scored += len(weighted.prompts)
+            if here.size > 1 and weighted.prompts:  # (no sequences anywhere: no gradient, as with one process)
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                loss = loss.reshape(1).to(params[0].device)
+                here.all_reduce_([p.grad for p in params] + [loss])
+                loss = loss.cpu().reshape(())
             norm = grad_norm(params)
             finite = math.isfinite(loss.item()) and math.isfinite(norm)
             if finite:
@@ -166,6 +190,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
+                ctx.weights_version += 1
             else:  # skip the update, keep going; too many in a row is an error
                 state.bad_steps += 1
                 grad_variance = None
@@ -179,6 +204,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                      "lr": scheduler.get_last_lr()[0], "tokens_sampled": ctx.tokens_sampled,
                      "seconds_sampling": t_method, "seconds_scoring": t_score,
                      "seconds_elapsed": time.perf_counter() - started,
+                     **({"sampler_logprob_gap": ctx.sampler_gap} if ctx.sampler_gap is not None else {}),
                      **({} if finite else {"skipped": "non-finite loss or gradient"})})
             shown = " ".join(f"{k.split('_')[-1][:3]} {weighted.metrics[k]:.2f}"
                              for k in ("proposal_accuracy", "memory_coverage") if k in weighted.metrics)
@@ -209,9 +235,10 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                                                  rngs["sampler"], config.sample_batch_size, prompt=method.prompt)
                        if config.sc_samples and test_set else None)
 
-    if method.memory is not None:
+    if method.memory is not None and here.is_main:
         method.memory.save(run.memory_path)
-    policy.save(run.policy_path)
+    if here.is_main:
+        policy.save(run.policy_path)
     n, before = len(test_set), state.accuracy_before
     summary = {"task": task.name, "method": config.method, "params": config.params, "steps": config.steps,
                "steps_done": state.step, "sequences_scored": state.sequences_scored,
@@ -224,11 +251,16 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                "acceptance_rate": method.memory.acceptance_rate() if method.memory is not None else None,
                "tokens_sampled": ctx.tokens_sampled, "wall_seconds": round(time.perf_counter() - started, 1)}
     run.write_summary(summary)
+    here.barrier()  # every rank returns once the run directory is complete
     return summary
 
 
 def _coverage(method) -> float | None:
-    return method.memory.coverage() if method.memory is not None else None
+    """Training examples with a correct rationale in the method's memory (TRICE) or kept set (STaR)."""
+    if method.memory is not None:
+        return method.memory.coverage()
+    covered = getattr(method, "covered", None)  # STaR: its latest collection
+    return float(covered.float().mean()) if covered is not None and len(covered) else None
 
 
 class _StopOnSignal:

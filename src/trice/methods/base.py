@@ -42,17 +42,39 @@ class Context:
     resampler_rng: torch.Generator
     tokens_sampled: int = 0
     progress: Any = None  # a rich Progress for long set-up work, or None
+    external: Any = None  # a VLLMSampler (--sampler vllm), or None for the torch sampler
+    weights_version: int = 0  # bumped by the trainer after each update (the external sampler re-syncs)
+    sampler_gap: float | None = None  # the external sampler's log-prob gap on this step's first rows
 
     def sample(self, prompts: list[str], temperature: float | None = None, policy=None):
         """Sample one rationale per prompt (the proposal temperature by default), counting tokens."""
         from ..sampler import sample
 
-        out = sample(policy or self.policy, prompts,
-                     temperature=self.config.temperature if temperature is None else temperature,
-                     max_new_tokens=self.config.max_new_tokens, stop=STOP, generator=self.sampler_rng,
-                     batch_size=self.config.sample_batch_size)
+        temperature = self.config.temperature if temperature is None else temperature
+        if self.external is not None and (policy is None or policy is self.policy):
+            out = self._sample_external(prompts, temperature)
+        else:
+            out = sample(policy or self.policy, prompts, temperature=temperature,
+                         max_new_tokens=self.config.max_new_tokens, stop=STOP, generator=self.sampler_rng,
+                         batch_size=self.config.sample_batch_size)
         self.tokens_sampled += sum(s.num_tokens for s in out)
         return out
+
+    def _sample_external(self, prompts, temperature):
+        from ..distributed import world
+        from ..vllm_sampler import logprob_gap
+
+        key = int(torch.randint(0, 2 ** 62, (1,), generator=self.sampler_rng))  # as the torch sampler
+        self.external.push(self.weights_version)
+        here = world()
+        mine = here.rows(len(prompts))
+        mine_prompts = [prompts[i] for i in mine]
+        out = self.external.sample(mine_prompts, max_new_tokens=self.config.max_new_tokens,
+                                   temperature=temperature, key=key, row_ids=mine, stop=STOP)
+        check = self.config.sampler_check_rows
+        if check and out:
+            self.sampler_gap = logprob_gap(self.policy, mine_prompts[:check], out[:check])
+        return here.gather_rows(len(prompts), out)
 
 
 class Method:

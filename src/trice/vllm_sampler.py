@@ -1,0 +1,146 @@
+"""Sampling with vLLM on GPUs (``--sampler vllm``; ``pip install 'trice-cot[vllm]'``).
+
+vLLM runs in the training process ("colocate", as TRL's GRPO does) and replaces the torch sampler for
+the rationales a method samples during training (proposals, k samples, STaR's collection). The
+trainer's weights are pushed to it before sampling whenever they changed: LoRA is merged into the
+base weights for the push (vLLM then needs no adapter support), full weights are pushed as they are,
+and a soft prompt is passed with each request as ``prompt_embeds`` (the soft prompt followed by the
+prompt's token embeddings). Each row gets its own vLLM seed, a hash of the call's key and the row's
+position, so a row's sample does not depend on its batch or on the process that draws it.
+
+Every step, a few sampled rows are re-scored by the trainer and the mean per-token difference of
+log-probabilities is logged (``sampler_logprob_gap``): it is ~0 when vLLM samples from the model
+being trained, and grows if the weight push is broken or numerics differ (bf16 kernels).
+
+The memory's initialisation and the held-out evaluation use the torch sampler (they run once or
+rarely; the greedy evaluation then matches ``trice eval`` exactly).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import TriceError
+from .sampler import Sample, _hash32
+
+INSTALL = "pip install 'trice-cot[vllm]'"
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError:
+        raise TriceError(f"--sampler vllm needs vLLM, which is not installed: {INSTALL} "
+                         "(on a machine with an NVIDIA GPU)") from None
+    return vllm
+
+
+def _row_seed(key: int, row: int) -> int:
+    """A 31-bit vLLM seed for row ``row`` of the call with key ``key``."""
+    x = _hash32(torch.tensor([key & 0xFFFFFFFF]) ^ _hash32(torch.tensor([row])))
+    return int(_hash32(x ^ ((key >> 32) & 0xFFFFFFFF))) & 0x7FFFFFFF
+
+
+class VLLMSampler:
+    """vLLM behind the torch sampler's interface.
+
+    >>> from trice.model import Policy, load_model  # doctest: +SKIP
+    >>> policy = Policy.create(*load_model("Qwen/Qwen2.5-0.5B-Instruct", "bfloat16", "cuda"), params="lora")  # doctest: +SKIP
+    >>> vs = VLLMSampler(policy, "Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16")  # doctest: +SKIP
+    >>> vs.sample(["Question: 2 + 3?\\nAnswer:"], max_new_tokens=32, temperature=1.0, key=0)[0].text  # doctest: +SKIP
+    """
+
+    def __init__(self, policy, model_name: str, dtype: str = "auto", gpu_memory_utilization: float = 0.3,
+                 seed: int = 0, llm=None):
+        vllm = import_vllm()
+        if llm is None:
+            if not torch.cuda.is_available():
+                raise TriceError("--sampler vllm needs a CUDA GPU and none is visible; use --sampler torch")
+            if str(model_name).endswith(".gguf") or model_name in (None, "smollm2-135m"):
+                raise TriceError("--sampler vllm needs a hub id or a model directory (safetensors), "
+                                 f"not {model_name!r}")
+            llm = vllm.LLM(model=str(model_name), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                           seed=seed, enable_prompt_embeds=policy.params == "prompt",
+                           tokenizer=str(model_name))
+        self.vllm, self.llm, self.policy = vllm, llm, policy
+        self._pushed_version: int | None = None
+
+    # ------------------------------------------------------------------------------------- weights
+    def named_weights(self):
+        """(name, tensor) pairs in the base model's naming, LoRA merged in; nothing for a soft prompt
+        (vLLM keeps the original weights and gets the soft prompt with each request)."""
+        policy = self.policy
+        if policy.params == "prompt":
+            return []
+        if policy.params == "full":
+            return [(name, p.detach()) for name, p in policy.model.named_parameters()]
+        model = policy.model  # a PeftModel: merge, read the base weights under their original names, unmerge
+        model.merge_adapter()
+        try:
+            return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
+                    for name, p in model.named_parameters() if "lora_" not in name]
+        finally:
+            model.unmerge_adapter()
+
+    def push(self, version: int) -> None:
+        """Load the trainer's current weights into vLLM (once per ``version``: bump it per update)."""
+        if version == self._pushed_version:
+            return
+        weights = self.named_weights()
+        if weights:
+            model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+            model.load_weights(weights)
+            self.llm.reset_prefix_cache()
+        self._pushed_version = version
+
+    # ------------------------------------------------------------------------------------- sampling
+    def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float, key: int,
+               row_ids: list[int] | None = None, stop: tuple[str, ...] = ()) -> list[Sample]:
+        if not prompts:
+            return []
+        row_ids = list(range(len(prompts))) if row_ids is None else row_ids
+        params = [self.vllm.SamplingParams(n=1, temperature=temperature, max_tokens=max_new_tokens,
+                                           stop=list(stop), logprobs=0, seed=_row_seed(key, row))
+                  for row in row_ids]
+        outputs = self.llm.generate(self._requests(prompts), sampling_params=params, use_tqdm=False)
+        samples = []
+        for out in outputs:
+            o = out.outputs[0]
+            logprobs = ([step[t].logprob for t, step in zip(o.token_ids, o.logprobs)]
+                        if o.logprobs is not None else None)
+            samples.append(Sample(o.text, len(o.token_ids), o.finish_reason == "stop", list(o.token_ids), logprobs))
+        return samples
+
+    def _requests(self, prompts: list[str]):
+        policy = self.policy
+        if policy.params == "prompt":  # the soft prompt, then the prompt's token embeddings
+            with torch.no_grad():
+                prefix = policy.prefix_embeds().detach()
+                out = []
+                for p in prompts:
+                    ids = torch.tensor(policy.tokenizer(p, add_special_tokens=False).input_ids, dtype=torch.long)
+                    out.append({"prompt_embeds": torch.cat([prefix, policy.embed(ids)]).cpu()})
+            return out
+        # Token ids exactly as the trainer builds its inputs: the prefix's ids, then the prompt's.
+        prefix = policy._prefix_ids.tolist()
+        return [{"prompt_token_ids": prefix + policy.tokenizer(p, add_special_tokens=False).input_ids}
+                for p in prompts]
+
+
+def logprob_gap(policy, prompts: list[str], samples: list[Sample]) -> float | None:
+    """Mean over rows of (vLLM's log-prob - the trainer's log-prob) per token, on the tokens of each
+    sampled text (rows whose text re-tokenises to other ids than vLLM sampled are skipped)."""
+    from .scorer import score
+
+    rows, counts = [], []
+    for i, s in enumerate(samples):
+        ids = policy.tokenizer(s.text, add_special_tokens=False).input_ids if s.text else []
+        if s.logprobs is not None and ids and s.token_ids[:len(ids)] == ids:
+            rows.append(i)
+            counts.append(len(ids))
+    if not rows:
+        return None
+    with torch.no_grad():
+        ours = score(policy, [prompts[i] for i in rows], [samples[i].text for i in rows])
+    gaps = [(sum(samples[i].logprobs[:n]) - float(ours[j])) / n for j, (i, n) in enumerate(zip(rows, counts))]
+    return sum(gaps) / len(gaps)
