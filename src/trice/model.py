@@ -271,11 +271,17 @@ class Policy:
         # soft prompt itself; we put it in inputs_embeds ourselves so it can be KV-cached and shared.
         if "logits_to_keep" in kwargs and not self._accepts_logits_to_keep():
             del kwargs["logits_to_keep"]  # older/remote-code models: full logits, callers slice them
+        if past_key_values is not None:  # transformers >= 5.24 names it `cache` (the old name warns)
+            kwargs["cache" if self._forward_takes("cache") else "past_key_values"] = past_key_values
         return self.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                               position_ids=position_ids, past_key_values=past_key_values,
-                               use_cache=use_cache, **kwargs)
+                               position_ids=position_ids, use_cache=use_cache, **kwargs)
 
     __call__ = forward
+
+    def _forward_takes(self, name: str) -> bool:
+        if not hasattr(self, "_forward_params"):
+            self._forward_params = set(inspect.signature(self.base_model.forward).parameters)
+        return name in self._forward_params
 
     def _accepts_logits_to_keep(self) -> bool:
         if not hasattr(self, "_logits_to_keep"):
