@@ -63,3 +63,22 @@ def test_rloo_and_rs_coefficients():
     assert rloo[1].abs().sum() == 0  # a group with no reward difference gives no gradient
     assert rloo.sum(1).tolist() == pytest.approx([0.0, 0.0])  # leave-one-out advantages sum to 0
     assert KSampleMethod("rs", 4).coefficients(reward).tolist() == reward.tolist()
+
+
+def test_star_does_not_start_an_iteration_the_token_budget_cannot_pay_for(tmp_path):
+    """With room for one collection but not two, STaR ends after its first full iteration (instead of
+    collecting again and being cut one step after resetting to theta_0)."""
+    def run(budget, out):
+        model, tok = make_tiny_lm(0)
+        config = TrainConfig(method="star", params="lora", steps=9, batch_size=4, star_inner_steps=3,
+                             max_new_tokens=6, n_eval=0, lr=0.05, threads=1, token_budget=budget,
+                             out=str(tmp_path / out))
+        return train(config, model=model, tokenizer=tok, task=coin_task(10, 4, gold=True))
+
+    unlimited = run(None, "all")
+    first_collection = json.loads((tmp_path / "all" / "metrics.jsonl").read_text().splitlines()[1])["tokens_sampled"]
+    assert unlimited["steps_done"] == 9 and unlimited["tokens_sampled"] > 2 * first_collection
+    budget = int(first_collection * 1.5)  # one collection fits, a second would not
+    limited = run(budget, "budget")
+    assert limited["steps_done"] == 3  # exactly one whole iteration
+    assert limited["tokens_sampled"] == first_collection <= budget

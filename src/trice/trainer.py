@@ -159,6 +159,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             ctx.sampler_gap = None
             weighted = method.step(ctx, batch)
             t_method = time.perf_counter() - t_method
+            if weighted.stop:  # e.g. STaR: its next iteration would not fit in the token budget
+                break
             if weighted.restart:  # STaR restarts from the initial parameters: Adam restarts too
                 optimizer.state.clear()
 

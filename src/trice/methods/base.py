@@ -28,6 +28,7 @@ class Weighted:
     coefs: torch.Tensor
     metrics: dict[str, Any] = field(default_factory=dict)
     restart: bool = False  # the method reset the parameters: the optimiser state restarts too
+    stop: bool = False  # the method cannot do useful work within the token budget: end the run here
 
 
 @dataclass

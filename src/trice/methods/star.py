@@ -3,7 +3,8 @@
 Each outer iteration samples a rationale for every training question from the current model,
 rationalises the wrong ones with the hinted guide (``star``; ``star-norat`` skips this), keeps the
 correct ones (questions with none are dropped) and fine-tunes *from the initial parameters* on
-them for ``star_inner_steps`` steps (weight 1 per kept rationale, minibatches of M).
+them for ``star_inner_steps`` steps (weight 1 per kept rationale, minibatches of M). Under a token
+budget, an iteration whose collection would overrun it is not started.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class STaR(Method):
         self.dataset: list[tuple[int, str]] = []  # (example index, correct rationale)
         self.covered = torch.zeros(0, dtype=torch.bool)  # example has a kept rationale this iteration
         self.steps_done = 0
+        self.collection_tokens = 0  # tokens the latest collection sampled
         self.initial: list[torch.Tensor] = []
 
     def setup(self, ctx: Context) -> None:
@@ -29,13 +31,15 @@ class STaR(Method):
 
     def state_dict(self):
         return {"dataset": list(self.dataset), "covered": self.covered.clone(), "steps_done": self.steps_done,
-                "initial": [p.clone() for p in self.initial]}
+                "collection_tokens": self.collection_tokens, "initial": [p.clone() for p in self.initial]}
 
     def load_state_dict(self, state) -> None:
         self.dataset, self.covered = list(state["dataset"]), state["covered"].clone()
         self.steps_done, self.initial = state["steps_done"], [p.clone() for p in state["initial"]]
+        self.collection_tokens = state.get("collection_tokens", 0)
 
     def _collect(self, ctx: Context) -> None:
+        start = ctx.tokens_sampled
         train = ctx.train_set
         prompts = [self.prompt(e.question) for e in train]
         texts = [s.text for s in ctx.sample(prompts)]
@@ -50,9 +54,15 @@ class STaR(Method):
                     texts[i], correct[i] = z, True
         self.dataset = [(i, z) for i, (z, c) in enumerate(zip(texts, correct)) if c]
         self.covered = torch.tensor(correct, dtype=torch.bool)
+        self.collection_tokens = ctx.tokens_sampled - start
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         restart = self.steps_done % self.inner_steps == 0
+        budget = ctx.config.token_budget
+        if restart and self.steps_done and budget and ctx.tokens_sampled + self.collection_tokens > budget:
+            # Another iteration would overrun the token budget (its collection costs about what the
+            # last one did) and be cut after a step or two from theta_0: stop with the finished one.
+            return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
         if restart:
             # a new outer iteration: collect with the current model, then restart from theta_0
             self._collect(ctx)
