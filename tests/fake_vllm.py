@@ -47,7 +47,7 @@ class LLM:
     def _load_weights(self, weights):
         params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, value in weights:
+            for name, value in list(weights):
                 params[name].copy_(value)  # KeyError: a name vLLM would not know
                 self.loaded.append(name)
 

@@ -80,3 +80,12 @@ def test_each_row_has_its_own_seed(with_fake_vllm, local_model):
     part = vs.sample(prompts[3:], max_new_tokens=5, temperature=1.0, key=7, row_ids=[3, 4, 5])
     assert [s.text for s in whole[3:]] == [s.text for s in part]
     assert [s.text for s in vs.sample(prompts, max_new_tokens=5, temperature=1.0, key=8)] != [s.text for s in whole]
+
+
+def test_an_engine_in_another_process_is_a_clear_error(with_fake_vllm, local_model):
+    class Remote:  # what vLLM V1 looks like with its engine in a subprocess: no model_executor here
+        llm_engine = object()
+
+    policy = Policy.create(*load_model(str(local_model), device="cpu"), params="lora")
+    with pytest.raises(TriceError, match="engine runs in another process"):
+        VLLMSampler(policy, str(local_model), llm=Remote()).push(1)

@@ -82,7 +82,8 @@ class TrainConfig:
     # --- sampling backend
     sampler: str = _f("torch", "who samples rationales: our batched KV-cache sampler, or vLLM (GPU only; "
                       "pip install 'trice-cot[vllm]')", choices=("torch", "vllm"))
-    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: fraction of GPU memory for its KV cache")
+    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: fraction of the GPU's memory it may take (its weights, "
+                                               "activations and KV cache), next to the trainer")
     sampler_check_rows: int = _f(4, "vLLM: sampled rows re-scored by the trainer each step to log how far "
                                  "the two disagree (0: off)")
 
@@ -101,6 +102,9 @@ class TrainConfig:
                 raise TriceError(f"config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
             _check_type(f, value)
         need(self.batch_size >= 2, f"batch_size (M) must be >= 2 (the leave-one-out beta needs two examples), got {self.batch_size}")
+        need(0 < self.vllm_gpu_memory_utilization <= 1,
+             f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        need(self.sampler_check_rows >= 0, f"sampler_check_rows must be >= 0, got {self.sampler_check_rows}")
         need(self.subsample >= 1, f"subsample (L) must be >= 1, got {self.subsample}")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.token_budget is None or self.token_budget >= 1, f"token_budget must be >= 1, got {self.token_budget}")

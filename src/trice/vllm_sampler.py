@@ -18,8 +18,11 @@ rarely; the greedy evaluation then matches ``trice eval`` exactly).
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from .distributed import world
 from .errors import TriceError
 from .sampler import Sample, _hash32
 
@@ -59,38 +62,43 @@ class VLLMSampler:
             if str(model_name).endswith(".gguf") or model_name in (None, "smollm2-135m"):
                 raise TriceError("--sampler vllm needs a hub id or a model directory (safetensors), "
                                  f"not {model_name!r}")
+            # The engine must run in this process for the weight push (V1 otherwise runs it in a
+            # subprocess and has no model_executor here); under torchrun, as TRL's colocate mode,
+            # each rank's engine joins the launcher's process group.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            launched = {"distributed_executor_backend": "external_launcher"} if world().size > 1 else {}
             llm = vllm.LLM(model=str(model_name), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                           seed=seed, enable_prompt_embeds=policy.params == "prompt",
-                           tokenizer=str(model_name))
+                           seed=seed, enable_prompt_embeds=policy.params == "prompt", tokenizer=str(model_name),
+                           max_num_batched_tokens=4096, **launched)
         self.vllm, self.llm, self.policy = vllm, llm, policy
         self._pushed_version: int | None = None
 
     # ------------------------------------------------------------------------------------- weights
-    def named_weights(self):
-        """(name, tensor) pairs in the base model's naming, LoRA merged in; nothing for a soft prompt
-        (vLLM keeps the original weights and gets the soft prompt with each request)."""
-        policy = self.policy
-        if policy.params == "prompt":
-            return []
-        if policy.params == "full":
-            return [(name, p.detach()) for name, p in policy.model.named_parameters()]
-        model = policy.model  # a PeftModel: merge, read the base weights under their original names, unmerge
-        model.merge_adapter()
-        try:
-            return [(name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach().clone())
-                    for name, p in model.named_parameters() if "lora_" not in name]
-        finally:
-            model.unmerge_adapter()
-
     def push(self, version: int) -> None:
-        """Load the trainer's current weights into vLLM (once per ``version``: bump it per update)."""
-        if version == self._pushed_version:
+        """Load the trainer's current weights into vLLM (once per ``version``: bump it per update).
+
+        Base-model names; LoRA is merged in for the push and unmerged after (no copy of the model);
+        nothing for a soft prompt (vLLM keeps the original weights and gets it with each request)."""
+        policy = self.policy
+        if version == self._pushed_version or policy.params == "prompt":
+            self._pushed_version = version
             return
-        weights = self.named_weights()
-        if weights:
-            model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-            model.load_weights(weights)
-            self.llm.reset_prefix_cache()
+        try:
+            target = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        except AttributeError:
+            raise TriceError("cannot push weights to vLLM: its engine runs in another process; build it with "
+                             "VLLM_ENABLE_V1_MULTIPROCESSING=0") from None
+        if policy.params == "full":
+            target.load_weights((name, p.detach()) for name, p in policy.model.named_parameters())
+        else:
+            model = policy.model  # a PeftModel
+            model.merge_adapter()
+            try:
+                target.load_weights((name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach())
+                                    for name, p in model.named_parameters() if "lora_" not in name)
+            finally:
+                model.unmerge_adapter()
+        self.llm.reset_prefix_cache()
         self._pushed_version = version
 
     # ------------------------------------------------------------------------------------- sampling
