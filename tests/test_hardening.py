@@ -80,5 +80,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         train(config, model=model, tokenizer=tok, task=task)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     skipped = [r for r in rows if r.get("skipped")]
-    assert len(skipped) == 2 and rows[-1]["step"] < 20 and len(calls) >= 3
+    # (a step with nothing to score is finite and resets the count, so earlier skips may be isolated)
+    assert len(skipped) >= 2 and skipped[-1]["step"] == skipped[-2]["step"] + 1 == rows[-1]["step"] < 20
+    assert len(calls) >= 3
     assert (tmp_path / "run" / "checkpoints").is_dir()  # the state at the error is kept

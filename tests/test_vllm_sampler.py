@@ -43,6 +43,7 @@ def _train(tmp_path, local_model, params, **overrides):
                    batch_size=4, subsample=4, max_new_tokens=6, n_eval=2, threads=1, out=str(tmp_path / params))
     config = TrainConfig(**{**options, **overrides})
     train(config, model=model, tokenizer=tok, task=coin_task())
+    _train.model = model
     return [r for r in map(json.loads, (tmp_path / params / "metrics.jsonl").read_text().splitlines())
             if "step" in r and "event" not in r]
 
@@ -51,24 +52,32 @@ def _train(tmp_path, local_model, params, **overrides):
 def test_training_samples_from_vllm_with_the_trained_weights(with_fake_vllm, tmp_path, local_model, params):
     """Every step samples through vLLM, after the update was pushed: the trainer's re-scoring of the
     sampled rows agrees with vLLM's log-probs (gap ~ 0), step after step as the weights move."""
-    steps = _train(tmp_path, local_model, params)
+    steps = _train(tmp_path, local_model, params, steps=8)
     (llm,) = with_fake_vllm.created
     assert llm.kwargs["enable_prompt_embeds"] is (params == "prompt")
     gaps = [r["sampler_logprob_gap"] for r in steps]
-    assert len(gaps) == 4 and all(abs(g) < 1e-4 for g in gaps), gaps
-    assert any(r["grad_norm"] > 0 for r in steps)  # the weights did move between samples
+    assert len(gaps) == 8 and all(abs(g) < 1e-4 for g in gaps), gaps
+    assert any(r["grad_norm"] > 0 for r in steps[:-1])  # the weights did move between samples
     if params == "prompt":
         assert not llm.loaded and all("prompt_embeds" in r for r in llm.requests)
     else:
         assert llm.loaded and not any("lora_" in name for name in llm.loaded)
         assert all("prompt_token_ids" in r for r in llm.requests)
+    if params == "lora":  # the pushes left the frozen base weights bit-identical
+        fresh = dict(load_model(str(local_model), device="cpu")[0].named_parameters())
+        for name, p in _train.model.named_parameters():
+            if "lora_" not in name:
+                clean = name.removeprefix("base_model.model.").replace(".base_layer", "")
+                assert torch.equal(p, fresh[clean]), name
 
 
 def test_a_broken_weight_push_shows_in_the_logged_gap(with_fake_vllm, monkeypatch, tmp_path, local_model):
     monkeypatch.setattr(VLLMSampler, "push", lambda self, version: None)  # vLLM keeps the initial weights
-    gaps = [r["sampler_logprob_gap"] for r in _train(tmp_path, local_model, "lora", lr=0.5)]
-    assert abs(gaps[0]) < 1e-4  # nothing trained yet: they agree
-    assert max(abs(g) for g in gaps[1:]) > 1e-2, gaps
+    steps = _train(tmp_path, local_model, "lora", lr=0.5, steps=10)
+    first_update = next(i for i, r in enumerate(steps) if r["grad_norm"] > 0)
+    gaps = [r["sampler_logprob_gap"] for r in steps]
+    assert max(abs(g) for g in gaps[:first_update + 1]) < 1e-4  # nothing trained yet: they agree
+    assert len(gaps) > first_update + 1 and min(abs(g) for g in gaps[first_update + 1:]) > 1e-2, gaps
 
 
 def test_each_row_has_its_own_seed(with_fake_vllm, local_model):

@@ -95,7 +95,7 @@ def verify(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path.name}: cannot read state.pt ({exc.strerror})") from None
     if len(data) != expected.get("bytes") or _sha256(data) != expected.get("sha256"):
         raise ValueError(f"{path.name}: state.pt does not match its manifest (truncated or corrupted)")
-    return torch.load(io.BytesIO(data), weights_only=False)
+    return torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")  # not every rank on GPU 0
 
 
 def load_latest(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:

@@ -114,8 +114,9 @@ def cmd_eval(args) -> int:
     task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
     n_eval = args.n_eval if args.n_eval is not None else config.n_eval
     test_set = task.test[:n_eval]
-    from .distributed import default_device
+    from .distributed import default_device, init
 
+    here = init(config.device)  # under a launcher each process evaluates its share of the questions
     model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
     policy = Policy.load(model, tokenizer, run.policy_path)
     accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size)
@@ -126,8 +127,9 @@ def cmd_eval(args) -> int:
             policy, task, test_set, args.sc_samples, config.max_new_tokens,
             torch.Generator().manual_seed(config.seed), config.sample_batch_size)
         result["sc_samples"] = args.sc_samples
-    (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result))
+    if here.is_main:
+        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(result))
     return 0
 
 

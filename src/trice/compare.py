@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
+from .distributed import world
 from .errors import TriceError
 from .run import RunDir
 
@@ -57,7 +58,10 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
                          "steps_done": summary.get("steps_done"),
                          "wall_seconds": summary.get("wall_seconds", round(time.perf_counter() - start, 1)),
                          "memory_coverage": _coverage(summary, config.out), "n_eval": summary["n_eval"]})
-            write_results(rows, out)
+            if world().is_main:
+                write_results(rows, out)
+    if not world().is_main:  # under a launcher, one process writes the table and the plots
+        return rows
     from .plots import comparison_plots
 
     comparison_plots({f"{r['method']}-seed{r['seed']}": RunDir(out / f"{r['method']}-seed{r['seed']}")
@@ -80,7 +84,9 @@ def _finished_or_resumed(config: TrainConfig, train_fn, train_kwargs) -> dict:
     run = RunDir(config.out)
     if run.config_path.exists():
         saved = run.config()
-        ignore = dict(lr=None, out=None, threads=None)  # threads change speed, not what is computed
+        # fields that change speed or placement, not what is computed
+        ignore = dict(lr=None, out=None, threads=None, device=None, vllm_gpu_memory_utilization=0.3,
+                      sampler_check_rows=0)
         if dataclasses.replace(saved, **ignore) != dataclasses.replace(config, **ignore) or (
                 config.lr is not None and config.lr != saved.lr):
             raise TriceError(f"{run.path} holds a run with a different config; use another --out "

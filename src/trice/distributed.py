@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import TriceError
+
 
 @dataclass(frozen=True)
 class World:
@@ -67,6 +69,26 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is True on any (e.g. a stop signal that reached one rank)."""
+        if self.size == 1:
+            return bool(flag)
+        t = torch.tensor([int(bool(flag))], device=_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _collective_device() -> str:
+    return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+
 
 _WORLD = World()
 
@@ -76,13 +98,18 @@ def world() -> World:
     return _WORLD
 
 
-def init() -> World:
+def init(device: str | None = None) -> World:
     """Join the process group described by the launcher's environment (``WORLD_SIZE`` > 1), with
-    NCCL on GPUs and gloo on CPUs; a no-op for a single process."""
+    NCCL when training on GPUs and gloo on CPUs; a no-op for a single process."""
     global _WORLD
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        device = device or default_device()
+        local = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        if device.startswith("cuda") and device not in ("cuda", local):
+            raise TriceError(f"--device {device} under a launcher: each process uses its own GPU ({local} "
+                             "here); leave --device unset")
+        backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)

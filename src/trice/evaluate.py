@@ -28,7 +28,7 @@ def greedy_accuracy(policy, task: Task, examples: list[Example], max_new_tokens:
         return float("nan"), [], []
     samples = sample(policy, [prompt(e.question) for e in examples], temperature=0.0,
                      max_new_tokens=max_new_tokens, stop=STOP, batch_size=batch_size)
-    verdicts = [task.verdict(s.text, e) for s, e in zip(samples, examples)]
+    verdicts = task.verdicts([s.text for s in samples], examples)
     return sum(verdicts) / len(verdicts), verdicts, [s.text for s in samples]
 
 
@@ -41,7 +41,7 @@ def self_consistency_accuracy(policy, task: Task, examples: list[Example], num_s
     prompts = [prompt(e.question) for e in examples for _ in range(num_samples)]
     samples = sample(policy, prompts, temperature=1.0, max_new_tokens=max_new_tokens, stop=STOP,
                      generator=generator, batch_size=batch_size)
-    correct = 0
+    voted_texts, voted_examples = [], []
     for i, example in enumerate(examples):
         texts = [s.text for s in samples[i * num_samples:(i + 1) * num_samples]]
         by_answer: dict[str, str] = {}
@@ -53,6 +53,6 @@ def self_consistency_accuracy(policy, task: Task, examples: list[Example], num_s
                 votes[key] += 1
                 by_answer.setdefault(key, text)
         if votes:
-            voted = votes.most_common(1)[0][0]
-            correct += task.verdict(by_answer[voted], example)
-    return correct / len(examples)
+            voted_texts.append(by_answer[votes.most_common(1)[0][0]])
+            voted_examples.append(example)
+    return sum(task.verdicts(voted_texts, voted_examples)) / len(examples)

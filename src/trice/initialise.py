@@ -67,8 +67,9 @@ def find_exemplars(policy, task: Task, train_set: list[Example], num: int = 3, m
         samples = sample(HardPrefix(policy, prefix), [rationale_prompt(candidates[i].question) for i in todo],
                          temperature=temperature, max_new_tokens=max_new_tokens, stop=STOP,
                          generator=generator)
-        for i, s in zip(todo, samples):
-            if s.finished and task.verdict(s.text, candidates[i]):
+        ok = task.verdicts([s.text for s in samples], [candidates[i] for i in todo])
+        for i, s, right in zip(todo, samples, ok):
+            if s.finished and right:
                 found[i] = Example(candidates[i].question, candidates[i].answer, rationale=s.text.strip())
     if len(found) < num:
         raise TriceError(f"found only {len(found)} of {num} correct exemplars in the first "
@@ -95,7 +96,7 @@ def init_memory(policy, task: Task, train_set: list[Example], exemplars: list[Ex
                          max_new_tokens=max_new_tokens, stop=STOP, generator=generator,
                          batch_size=batch_size)
         memory.initialize(range(start, start + len(examples)), [s.text for s in samples],
-                          [task.verdict(s.text, e) for s, e in zip(samples, examples)])
+                          task.verdicts([s.text for s in samples], examples))
         tokens += sum(s.num_tokens for s in samples)
         if progress:
             progress.advance(bar, len(examples))

@@ -18,10 +18,13 @@ class RunDir:
         self.path = Path(path)
         self.writes = writes  # False on every process but rank 0 of a distributed run
 
+    @staticmethod
+    def default_path(config: TrainConfig) -> str:
+        return f"runs/{config.task.replace('/', '_').replace(':', '_')}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
     @classmethod
     def create(cls, config: TrainConfig, writes: bool = True) -> "RunDir":
-        out = config.out or f"runs/{config.task.replace('/', '_').replace(':', '_')}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = Path(out)
+        path = Path(config.out or cls.default_path(config))
         if not writes:
             return cls(path, writes=False)
         try:

@@ -76,6 +76,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
     key = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) if temperature > 0 else 0
     if not prompts:
         return []
+    if policy.params != "prompt" and len(policy._prefix_ids) == 0 and any(p == "" for p in prompts):
+        raise TriceError("cannot sample from an empty prompt without a prefix")  # (on every rank alike)
     # Several processes: each samples its own rows; all of them get every row back.
     here = world()
     mine = here.rows(len(prompts))
@@ -200,10 +202,15 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 
 def uniforms(key: int, rows: torch.Tensor, step: int) -> torch.Tensor:
-    """float64 uniforms in [0, 1) with 53 random bits, one per row, a function of (key, row, step)."""
-    seed = _hash32(torch.tensor([key & _MASK32]) ^ _hash32(torch.tensor([(key >> 32) & _MASK32])))
-    x = _hash32(_hash32(seed ^ rows) ^ _hash32(torch.tensor([step])))
-    hi, lo = _hash32(x ^ 0x68E31DA4), _hash32(x ^ 0x1B56C4E9)
+    """float64 uniforms in [0, 1) with 53 random bits, one per row, a function of (key, row, step):
+    two independent 32-bit lanes, each seeded from both halves of the key."""
+    k_lo, k_hi = torch.tensor([key & _MASK32]), torch.tensor([(key >> 32) & _MASK32])
+    t = torch.tensor([step])
+    lanes = []
+    for salt in (0x68E31DA4, 0x1B56C4E9):
+        seed = _hash32(k_lo ^ _hash32(k_hi ^ salt))
+        lanes.append(_hash32(_hash32(seed ^ rows) ^ _hash32(t ^ salt)))
+    hi, lo = lanes
     return ((hi >> 11).double() * 2.0 ** 32 + lo.double()) / 2.0 ** 53
 
 
@@ -211,5 +218,7 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Row-wise draws from ``probs`` [n, V] at uniforms ``u`` [n]: the first index whose cumulative
     probability exceeds u * total (float64, so zero-probability tokens are never drawn)."""
     cdf = probs.double().cumsum(-1)
+    if not torch.isfinite(cdf[:, -1]).all():
+        raise TriceError("the model produced non-finite probabilities while sampling (NaN/inf logits)")
     target = (u.double() * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -46,7 +47,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         config = RunDir(resume).config()
         config.out = str(resume)
     config.validate()
-    here = init_distributed()  # rank and world size under torchrun / accelerate launch; 0 of 1 otherwise
+    here = init_distributed(config.device)  # rank and world size under torchrun / accelerate launch; 0 of 1 otherwise
     console.quiet = not here.is_main
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -69,6 +70,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     checkpoint = load_latest(RunDir(resume).checkpoints_path) if resume is not None else None
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
+    if not checkpoint and not config.out:  # one timestamped directory for every rank
+        config = dataclasses.replace(config, out=here.broadcast(RunDir.default_path(config)))
     run = RunDir.open(resume, here.is_main) if checkpoint else RunDir.create(config, here.is_main)
     here.barrier()  # the run directory exists before any rank uses it
     console.print(f"[bold]trice[/] {config.method} on {task.name}: {len(train_set)} train, "
@@ -217,12 +220,14 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             state.step = step
             if state.bad_steps >= config.max_bad_steps:
                 save(step)
+                here.barrier()  # the checkpoint is written before any process exits
                 raise TriceError(f"{state.bad_steps} steps in a row had a non-finite loss or gradient "
                                  f"(last at step {step}); lower --lr or check the data")
-            if stop.requested:
+            if here.any(stop.requested is not None):  # a signal on any process stops them all here
                 save(step)
-                raise TriceError(f"stopped by {stop.requested} after step {step}; continue with "
-                                 f"`trice train --resume {run.path}`")
+                here.barrier()
+                raise TriceError(f"stopped by {stop.requested or 'a signal to another process'} after step "
+                                 f"{step}; continue with `trice train --resume {run.path}`")
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save(step)
 
@@ -270,6 +275,7 @@ class _StopOnSignal:
 
     def __init__(self):
         self.requested: str | None = None
+        self._first = 0.0
         self._previous = {}
 
     def __enter__(self):
@@ -279,9 +285,11 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
+        if self.requested:
+            if time.monotonic() - self._first < 1.0:  # the same Ctrl-C, forwarded again by the launcher
+                return
+            raise KeyboardInterrupt  # a second signal: stop now
+        self.requested, self._first = signal.Signals(signum).name, time.monotonic()
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

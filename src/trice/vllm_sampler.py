@@ -77,8 +77,8 @@ class VLLMSampler:
     def push(self, version: int) -> None:
         """Load the trainer's current weights into vLLM (once per ``version``: bump it per update).
 
-        Base-model names; LoRA is merged in for the push and unmerged after (no copy of the model);
-        nothing for a soft prompt (vLLM keeps the original weights and gets it with each request)."""
+        Base-model names; LoRA is added to each adapted weight out of place, one tensor at a time
+        (merging and unmerging in place would drift the frozen weights in bf16); nothing for a soft prompt (vLLM keeps the original weights and gets it with each request)."""
         policy = self.policy
         if version == self._pushed_version or policy.params == "prompt":
             self._pushed_version = version
@@ -91,13 +91,7 @@ class VLLMSampler:
         if policy.params == "full":
             target.load_weights((name, p.detach()) for name, p in policy.model.named_parameters())
         else:
-            model = policy.model  # a PeftModel
-            model.merge_adapter()
-            try:
-                target.load_weights((name.removeprefix("base_model.model.").replace(".base_layer", ""), p.detach())
-                                    for name, p in model.named_parameters() if "lora_" not in name)
-            finally:
-                model.unmerge_adapter()
+            target.load_weights(_merged_lora_weights(policy.model))
         self.llm.reset_prefix_cache()
         self._pushed_version = version
 
@@ -133,6 +127,22 @@ class VLLMSampler:
         prefix = policy._prefix_ids.tolist()
         return [{"prompt_token_ids": prefix + policy.tokenizer(p, add_special_tokens=False).input_ids}
                 for p in prompts]
+
+
+def _merged_lora_weights(model):
+    """(name, W + delta) for every weight of a PeftModel, under the base model's parameter names."""
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        clean = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        if name.endswith(".base_layer.weight"):
+            layer = modules[name[: -len(".base_layer.weight")]]
+            with torch.no_grad():
+                delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+                yield clean, p.detach() + delta
+        else:
+            yield clean, p.detach()
 
 
 def logprob_gap(policy, prompts: list[str], samples: list[Sample]) -> float | None:

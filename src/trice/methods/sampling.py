@@ -22,7 +22,7 @@ class KSampleMethod(Method):
         examples = [ctx.train_set[i] for i in batch]
         prompts = [self.prompt(e.question) for e in examples for _ in range(self.k)]
         texts = [s.text for s in ctx.sample(prompts)]
-        reward = torch.tensor([float(ctx.task.verdict(z, examples[j // self.k])) for j, z in enumerate(texts)],
+        reward = torch.tensor(ctx.task.verdicts(texts, [examples[j // self.k] for j in range(len(texts))]),
                               dtype=torch.float64).view(len(batch), self.k)
         coefs = self.coefficients(reward).flatten() / (self.k * len(batch))
         keep = (coefs != 0).nonzero().flatten().tolist()

@@ -43,14 +43,14 @@ class STaR(Method):
         train = ctx.train_set
         prompts = [self.prompt(e.question) for e in train]
         texts = [s.text for s in ctx.sample(prompts)]
-        correct = [ctx.task.verdict(z, e) for z, e in zip(texts, train)]
+        correct = ctx.task.verdicts(texts, train)
         if self.rationalize and not all(correct):
             wrong = [i for i, c in enumerate(correct) if not c]
             guide = HardPrefix(ctx.policy, guide_prefix(self.exemplars))
             hinted = [s.text for s in ctx.sample([guide_prompt(train[i].question, train[i].answer) for i in wrong],
                                                  policy=guide)]
-            for i, z in zip(wrong, hinted):
-                if ctx.task.verdict(z, train[i]):
+            for i, z, ok in zip(wrong, hinted, ctx.task.verdicts(hinted, [train[i] for i in wrong])):
+                if ok:
                     texts[i], correct[i] = z, True
         self.dataset = [(i, z) for i, (z, c) in enumerate(zip(texts, correct)) if c]
         self.covered = torch.tensor(correct, dtype=torch.bool)
@@ -69,6 +69,7 @@ class STaR(Method):
             with torch.no_grad():
                 for p, p0 in zip(ctx.policy.trainable_parameters(), self.initial):
                     p.copy_(p0)
+            ctx.weights_version += 1  # an external sampler must re-sync
         self.steps_done += 1
         metrics = {"memory_coverage": float(self.covered.float().mean()),
                    "kept_rationales": len(self.dataset), "outer_restart": restart}

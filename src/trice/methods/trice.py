@@ -42,7 +42,7 @@ class TriceMethod(Method):
         prompts = [self.prompt(e.question) for e in examples]
         # Proposals z~_m ~ p_theta(z | x_m); correctness; MH step (accept iff correct).
         proposals = [s.text for s in ctx.sample(prompts)]
-        proposal_correct = [ctx.task.verdict(z, e) for z, e in zip(proposals, examples)]
+        proposal_correct = ctx.task.verdicts(proposals, examples)
         memory_correct, _ = self.memory.update(batch, proposals, proposal_correct)
         proposal_correct = torch.tensor(proposal_correct)
         # Which of the 2M sequences (memory z'_m, then proposals z~_m) to score, and their weights.

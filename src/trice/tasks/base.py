@@ -98,6 +98,16 @@ class Task:
             return False
         return bool(result)
 
+    def verdicts(self, rationales: list[str], examples: list[Example]) -> list[bool]:
+        """:meth:`verdict` of each (rationale, example) pair. With several processes each checks its
+        share and all get every verdict, so a checker's time-out on one process cannot make the
+        processes disagree (and the work is split)."""
+        from ..distributed import world
+
+        here = world()
+        mine = here.rows(len(rationales))
+        return here.gather_rows(len(rationales), [self.verdict(rationales[i], examples[i]) for i in mine])
+
     def _warn_once(self, kind: str, message: str) -> None:
         seen = self.__dict__.setdefault("_warned", set())
         if kind not in seen:
