@@ -75,9 +75,9 @@ def _print_summary(summary: dict) -> None:
         from .evaluate import standard_error
 
         se = standard_error(before, n)
+        in_se = f" = {(after - before) / se:+.1f} SE" if se else ""
         print(f"held-out greedy accuracy: before {before:.3f}, after {after:.3f} "
-              f"(n = {n}, standard error {se:.3f}; change {after - before:+.3f} = "
-              f"{(after - before) / se if se else float('nan'):+.1f} SE)")
+              f"(n = {n}, standard error {se:.3f}; change {after - before:+.3f}{in_se})")
         if "paired_z" in summary:
             print(f"paired on the same questions: {summary['questions_gained']} turned right, "
                   f"{summary['questions_lost']} turned wrong (McNemar z = {summary['paired_z']:+.1f})")

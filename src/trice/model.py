@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -150,6 +151,14 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | No
     return _finish(model, tokenizer, device)
 
 
+def _quietly(fn, *args, **kwargs):
+    """Call a PEFT function without the FutureWarning it triggers in transformers 5
+    (``is_gradient_checkpointing`` is deprecated): PEFT's, not the user's, to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return fn(*args, **kwargs)
+
+
 class Policy:
     """A causal LM plus its trainable parameters and the prefix that starts every input.
 
@@ -191,7 +200,7 @@ class Policy:
             # Repeat-pad (or truncate) the text's embeddings to the requested number of virtual tokens.
             init = text_embeds.repeat((n + len(ids) - 1) // len(ids), 1)[:n]
             config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n, prompt_tuning_init="RANDOM")
-            peft_model = get_peft_model(model, config)
+            peft_model = _quietly(get_peft_model, model, config)
             weight = peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight
             with torch.no_grad():
                 weight.copy_(init.to(weight.dtype))
@@ -200,7 +209,7 @@ class Policy:
         if params == "lora":
             config = LoraConfig(task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha,
                                 target_modules=lora_targets, lora_dropout=0.0)
-            peft_model = get_peft_model(model, config)
+            peft_model = _quietly(get_peft_model, model, config)
             return cls(peft_model, peft_model.get_base_model(), tokenizer, params, prefix_text, prefix_ids)
         for p in model.parameters():
             p.requires_grad_(True)
@@ -240,7 +249,7 @@ class Policy:
             load_weights(model, str(directory / _FULL_WEIGHTS))
             return cls.create(model, tokenizer, "full", prefix_text)
         # PEFT refuses is_trainable=True for prompt learning adapters, so unfreeze the soft prompt by hand.
-        peft_model = PeftModel.from_pretrained(model, str(directory), is_trainable=params == "lora")
+        peft_model = _quietly(PeftModel.from_pretrained, model, str(directory), is_trainable=params == "lora")
         peft_model.eval()
         if params == "prompt":
             peft_model.prompt_encoder[peft_model.active_adapter].embedding.weight.requires_grad_(True)
