@@ -42,6 +42,9 @@ def test_compare_writes_table_plots_and_respects_the_token_budget(tmp_path, loca
             assert 400 <= int(r["tokens_sampled"]) <= 400 + 3 * 2 * 5
             assert int(r["steps_done"]) < 50
     assert rows[0]["memory_coverage"] != "" and rows[2]["memory_coverage"] == ""
+    for r in rows:
+        assert float(r["change"]) == pytest.approx(float(r["greedy_accuracy"]) - float(r["greedy_accuracy_before"]))
+    assert all(r["change"] == "0.0" for r in rows if r["method"] == "fewshot-cot")
     table = (out / "results.md").read_text()
     assert "| trice | 2 |" in table and "±" in table
     for name in ("accuracy_vs_tokens", "proposal_accuracy", "memory_coverage", "mean_beta", "grad_variance"):

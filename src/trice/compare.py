@@ -19,8 +19,9 @@ from .distributed import world
 from .errors import TriceError
 from .run import RunDir
 
-COLUMNS = ["method", "seed", "greedy_accuracy_before", "greedy_accuracy", "sc_accuracy", "tokens_sampled",
-           "sequences_scored", "steps_done", "wall_seconds", "memory_coverage", "n_eval"]
+COLUMNS = ["method", "seed", "greedy_accuracy_before", "greedy_accuracy", "change", "questions_gained",
+           "questions_lost", "sc_accuracy", "tokens_sampled", "sequences_scored", "steps_done", "wall_seconds",
+           "memory_coverage", "n_eval"]
 # two-sided 97.5% Student t quantiles by degrees of freedom (no SciPy dependency for this)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -52,6 +53,9 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
             rows.append({"method": method, "seed": seed,
                          "greedy_accuracy_before": summary["greedy_accuracy_before"],
                          "greedy_accuracy": summary["greedy_accuracy_after"],
+                         "change": _change(summary),
+                         "questions_gained": summary.get("questions_gained"),
+                         "questions_lost": summary.get("questions_lost"),
                          "sc_accuracy": summary.get("sc_accuracy_after"),
                          "tokens_sampled": summary["tokens_sampled"],
                          "sequences_scored": summary.get("sequences_scored"),
@@ -98,13 +102,24 @@ def _finished_or_resumed(config: TrainConfig, train_fn, train_kwargs) -> dict:
     return train_fn(config, **train_kwargs)
 
 
+def _change(summary: dict) -> float | None:
+    before, after = summary.get("greedy_accuracy_before"), summary.get("greedy_accuracy_after")
+    return None if before is None or after is None else after - before
+
+
+def _pooled_z(rows: list[dict]) -> str:
+    gained = sum(r["questions_gained"] or 0 for r in rows)
+    lost = sum(r["questions_lost"] or 0 for r in rows)
+    return f"{(gained - lost) / math.sqrt(gained + lost):+.1f}" if gained + lost else "-"
+
+
 def write_results(rows: list[dict], out: Path) -> None:
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| method | runs | greedy accuracy | self-consistency | memory coverage | tokens sampled | "
-             "sequences scored | wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | runs | greedy accuracy | change | paired z | self-consistency | memory coverage | "
+             "tokens sampled | sequences scored | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
 
@@ -112,11 +127,14 @@ def write_results(rows: list[dict], out: Path) -> None:
             mean, half = mean_ci([r[key] for r in mine if r[key] is not None])
             if math.isnan(mean):
                 return "-"
-            return fmt.format(mean) + ("" if math.isnan(half) else " ± " + fmt.format(half))
+            return fmt.format(mean) + ("" if math.isnan(half) else " ± " + fmt.replace("+", "").format(half))
 
-        lines.append(f"| {method} | {len(mine)} | {cell('greedy_accuracy')} | {cell('sc_accuracy')} | "
+        lines.append(f"| {method} | {len(mine)} | {cell('greedy_accuracy')} | {cell('change', '{:+.3f}')} | "
+                     f"{_pooled_z(mine)} | {cell('sc_accuracy')} | "
                      f"{cell('memory_coverage')} | {cell('tokens_sampled', '{:.0f}')} | "
                      f"{cell('sequences_scored', '{:.0f}')} | {cell('wall_seconds', '{:.0f}')} |")
     lines.append("")
-    lines.append("Means over seeds ± half-width of the 95% confidence interval (Student t).")
+    lines.append("Means over seeds ± half-width of the 95% confidence interval (Student t). change: held-out "
+                 "greedy accuracy after minus before training, same questions. paired z: McNemar's test pooled "
+                 "over seeds, (questions turned right - turned wrong) / sqrt(their sum).")
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
