@@ -78,10 +78,11 @@ def jsonl_task(tmp_path):
     return data, exemplars
 
 
-def test_cli_train_then_eval_reproduces_the_final_accuracy(tmp_path, local_model, jsonl_task, capsys):
+@pytest.mark.parametrize("method", ["trice", "pt-direct"])  # pt-direct: eval must use its direct prompt
+def test_cli_train_then_eval_reproduces_the_final_accuracy(tmp_path, local_model, jsonl_task, capsys, method):
     data, exemplars = jsonl_task
     out = tmp_path / "cli-run"
-    code = main(["train", "--model", str(local_model), "--task", f"jsonl:{data}", "--task-option",
+    code = main(["train", "--method", method, "--model", str(local_model), "--task", f"jsonl:{data}", "--task-option",
                  f"checker={HERE / 'lenient_checker.py'}:coin", "--params", "prompt", "--steps", "3",
                  "--batch-size", "4", "--subsample", "3", "--lr", "0.05", "--max-new-tokens", "9",
                  "--eval-every", "2", "--n-eval", "4", "--seed", "1", "--out", str(out),

@@ -119,13 +119,17 @@ def cmd_eval(args) -> int:
     here = init(config.device)  # under a launcher each process evaluates its share of the questions
     model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
     policy = Policy.load(model, tokenizer, run.policy_path)
-    accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size)
+    from .methods import make_method
+
+    prompt = make_method(config.method, []).prompt  # the template the run trained with (pt-direct: none)
+    accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
+                                     prompt=prompt)
     result = {"n_eval": len(test_set), "greedy_accuracy": accuracy,
               "standard_error": standard_error(accuracy, len(test_set))}
     if args.sc_samples:
         result["sc_accuracy"] = self_consistency_accuracy(
             policy, task, test_set, args.sc_samples, config.max_new_tokens,
-            torch.Generator().manual_seed(config.seed), config.sample_batch_size)
+            torch.Generator().manual_seed(config.seed), config.sample_batch_size, prompt=prompt)
         result["sc_samples"] = args.sc_samples
     if here.is_main:
         (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
