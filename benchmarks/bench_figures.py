@@ -1,0 +1,336 @@
+"""The five figures of the benchmark suite (see bench.py for what each measures)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+from bench_common import (ROOT, TASK, TASK_OPTIONS, log, exemplars_file, model_shape, lora_params, no_stop_tokens, timed, sampling_flops, scoring_flops, Bench)  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------ the figures
+def fig_sampling(b: Bench):
+    """sampling_mfu: trice.sampler.sample, LoRA policy, 16 prompts, 64 forced new tokens at temperature 1."""
+    from trice.prompts import rationale_prompt
+    from trice.sampler import sample
+
+    policy = b.lora_policy()
+    peak = b.probe(b.shape)
+    tok = policy.tokenizer
+    prefix_len = len(policy._prefix_ids)
+    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        return sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen, batch_size=16)
+
+    with no_stop_tokens():
+        secs, times, out = timed(run, b.args.reps)
+    b.sampled_texts = [s.text for s in out]
+    flops = sampling_flops(b.shape, prefix_len, prompt_lens, [s.num_tokens for s in out])
+    achieved = flops["model_flops"] / secs
+    new_tokens = sum(s.num_tokens for s in out)
+    b.record("sampling", achieved / peak, {
+        "seconds_median": secs, "seconds": times, "new_tokens": new_tokens, "tokens_per_s": new_tokens / secs,
+        "achieved_flops_per_s": achieved, "peak_flops_per_s": peak, "prefix_tokens": prefix_len,
+        "prompt_tokens_mean": statistics.mean(prompt_lens), "rows": len(b.prompts), **flops,
+        "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
+        "model": b.shape, "policy": "lora r=8 all-linear"})
+    log(f"  {new_tokens} tokens in {secs:.2f} s = {new_tokens / secs:.1f} tok/s, "
+        f"{achieved / 1e9:.1f} GFLOP/s model, peak {peak / 1e9:.1f}")
+    if b.args.batch_scaling:  # the same measurement with 4x the rows (one run): how MFU scales with batch
+        prompts64 = [rationale_prompt(e.question) for e in b.task.test[:64]]
+        lens64 = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts64]
+        with no_stop_tokens():
+            t0 = time.perf_counter()
+            out64 = sample(policy, prompts64, max_new_tokens=64, temperature=1.0, stop=(), generator=gen,
+                           batch_size=64)
+            secs64 = time.perf_counter() - t0
+        f64 = sampling_flops(b.shape, prefix_len, lens64, [s.num_tokens for s in out64])
+        b.results["figures"]["sampling_mfu"]["batch_64"] = {
+            "seconds": secs64, "tokens_per_s": sum(s.num_tokens for s in out64) / secs64,
+            "mfu": f64["model_flops"] / secs64 / peak}
+        b.write()
+        log(f"  (64 rows: {sum(s.num_tokens for s in out64) / secs64:.1f} tok/s, "
+            f"MFU {f64['model_flops'] / secs64 / peak:.3f})")
+
+
+def fig_scoring(b: Bench):
+    """scoring_mfu: trice.scorer.score + backward of -sum(coefs * logp), LoRA, the 16 prompts with 64-token
+    continuations (the sampling figure's, or sampled here)."""
+    from trice.prompts import END_OF_RATIONALE
+    from trice.sampler import sample
+    from trice.scorer import score
+
+    policy = b.lora_policy()
+    peak = b.probe(b.shape)
+    if b.sampled_texts is None:
+        with no_stop_tokens():
+            out = sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(),
+                         generator=torch.Generator().manual_seed(0), batch_size=16)
+        b.sampled_texts = [s.text for s in out]
+    conts = [t + END_OF_RATIONALE for t in b.sampled_texts]
+    tok = policy.tokenizer
+    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
+    cont_lens = [len(tok(c, add_special_tokens=False).input_ids) for c in conts]
+    prefix_len = len(policy._prefix_ids)
+    params = policy.trainable_parameters()
+    coefs = torch.full((len(conts),), 1.0 / len(conts))
+
+    def fwd_bwd():
+        for p in params:
+            p.grad = None
+        loss = -(coefs * score(policy, b.prompts, conts)).sum()
+        loss.backward()
+        return loss.item()
+
+    def fwd():
+        with torch.no_grad():
+            return score(policy, b.prompts, conts)
+
+    secs, times, _ = timed(fwd_bwd, b.args.reps)
+    fsecs, ftimes, _ = timed(fwd, b.args.reps)
+    n_lora = lora_params(policy)
+    flops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens)
+    fflops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens, backward=False)
+    achieved = flops["model_flops"] / secs
+    b.record("scoring", achieved / peak, {
+        "seconds_median": secs, "seconds": times, "achieved_flops_per_s": achieved, "peak_flops_per_s": peak,
+        "rows": len(conts), "prefix_tokens": prefix_len, "prompt_tokens_mean": statistics.mean(prompt_lens),
+        "continuation_tokens_mean": statistics.mean(cont_lens), "n_lora_params": n_lora, **flops,
+        "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
+        "forward_only_seconds_median": fsecs, "forward_only_mfu": fflops["model_flops"] / fsecs / peak,
+        "padded_tokens_computed": max(prefix_len - 1, 0) + len(conts) * (1 + max(prompt_lens) + max(cont_lens))})
+    log(f"  fwd+bwd {secs:.2f} s ({achieved / 1e9:.1f} GFLOP/s); forward only {fsecs:.2f} s "
+        f"(MFU {fflops['model_flops'] / fsecs / peak:.3f})")
+
+
+def fig_generate(b: Bench):
+    """sampler_vs_generate: the plain model (no adapter) both ways; 16 prompts, 64 forced tokens, temperature 1."""
+    from trice.model import Policy
+    from trice.sampler import sample
+
+    model, tok = b.fresh_model()
+    shape = model_shape(model)
+    peak = b.probe(shape)
+    ids = torch.tensor(tok(b.prefix, add_special_tokens=False).input_ids, dtype=torch.long)
+    policy = Policy(model, model, tok, "full", b.prefix, ids)  # plain model, hard prefix, nothing trainable
+    gen = torch.Generator().manual_seed(0)
+
+    def ours():
+        with no_stop_tokens():
+            out = sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen,
+                         batch_size=len(b.prompts))
+        return sum(s.num_tokens for s in out)
+
+    tok.padding_side = "left"
+    enc = tok([b.prefix + p for p in b.prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+
+    def theirs():
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, min_new_tokens=64,
+                             max_new_tokens=64, pad_token_id=tok.pad_token_id)
+        return int((out.shape[1] - enc.input_ids.shape[1]) * out.shape[0])
+
+    ours(), theirs()  # warm-up both
+    t_ours, t_theirs, n_ours, n_theirs = [], [], 0, 0
+    for _ in range(b.args.reps):  # interleaved, so that machine noise hits both alike
+        t0 = time.perf_counter()
+        n_ours = ours()
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        n_theirs = theirs()
+        t_theirs.append(time.perf_counter() - t0)
+    ours_tps, theirs_tps = n_ours / statistics.median(t_ours), n_theirs / statistics.median(t_theirs)
+    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
+    flops = sampling_flops(shape, len(ids), prompt_lens, [64] * len(b.prompts))
+    b.record("generate", ours_tps / theirs_tps, {
+        "ours_tokens_per_s": ours_tps, "generate_tokens_per_s": theirs_tps, "ours_seconds": t_ours,
+        "generate_seconds": t_theirs, "ours_new_tokens": n_ours, "generate_new_tokens": n_theirs,
+        "rows": len(b.prompts), "generate_input_width": int(enc.input_ids.shape[1]),
+        "ours_mfu_plain": flops["model_flops"] / statistics.median(t_ours) / peak,
+        "settings": "plain model; sampler stop=() with EOS disabled, generate min_new_tokens=max_new_tokens=64, "
+                    "do_sample, temperature 1, top_k 0, top_p 1, left padding"})
+    log(f"  ours {ours_tps:.1f} tok/s, generate {theirs_tps:.1f} tok/s")
+    del model
+
+
+def trice_step_times(b: Bench) -> dict:
+    """One TRICE step as the trainer runs it: method.step (M=16 proposals, MH, estimator) + score of the
+    L=16 terms + backward + Adam step; LoRA r=8 all-linear; n_train=32 (memory from the guide at set-up)."""
+    from trice.config import TrainConfig
+    from trice.methods import Context, make_method
+    from trice.model import Policy
+    from trice.scorer import score
+
+    model, tok = b.fresh_model()
+    train_set = b.task.train[:32]
+    config = TrainConfig(params="lora", batch_size=16, subsample=16, lr=1e-3, max_new_tokens=64, n_train=32,
+                         method="trice")
+    policy = Policy.create(model, tok, "lora", prefix_text=b.prefix, lora_r=8, lora_alpha=16,
+                           lora_targets="all-linear")
+    method = make_method("trice", b.exemplars)
+    ctx = Context(policy, b.task, train_set, config, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    t0 = time.perf_counter()
+    method.setup(ctx)
+    setup_s = time.perf_counter() - t0
+    params = policy.trainable_parameters()
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    rows = []
+    for i in range(1 + b.args.reps):
+        batch = [(16 * i + j) % len(train_set) for j in range(16)]
+        tokens0 = ctx.tokens_sampled
+        t0 = time.perf_counter()
+        weighted = method.step(ctx, batch)
+        t1 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        log_probs = score(policy, weighted.prompts, weighted.continuations)
+        loss = -(weighted.coefs.to(log_probs.dtype) * log_probs).sum()
+        loss.backward()
+        optimizer.step()
+        t2 = time.perf_counter()
+        rows.append({"seconds": t2 - t0, "seconds_sampling": t1 - t0, "seconds_scoring": t2 - t1,
+                     "tokens_sampled": ctx.tokens_sampled - tokens0, "sequences_scored": len(weighted.prompts)})
+        log(f"  TRICE step {i}{' (warm-up)' if i == 0 else ''}: {t2 - t0:.2f} s "
+            f"(sampling {t1 - t0:.2f}, scoring {t2 - t1:.2f}; {rows[-1]['tokens_sampled']} tokens sampled, "
+            f"{len(weighted.prompts)} sequences scored)")
+    timed_rows = rows[1:]
+    return {"median_seconds": statistics.median(r["seconds"] for r in timed_rows),
+            "median_seconds_sampling": statistics.median(r["seconds_sampling"] for r in timed_rows),
+            "median_seconds_scoring": statistics.median(r["seconds_scoring"] for r in timed_rows),
+            "mean_completion_tokens": statistics.mean(r["tokens_sampled"] for r in timed_rows) / 16,
+            "steps": rows, "setup_seconds": setup_s}
+
+
+def fig_trl(b: Bench):
+    """step_vs_trl_grpo: one TRICE step / one TRL GRPOTrainer step, same model, prompts, completion
+    length (<= 64 tokens) and 16 backward sequences. TRL runs in a subprocess of this interpreter."""
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        b.record("trl", None, {"skipped": "TRL is not installed in this environment (run `make bench`, "
+                                          "which installs it in .venv-bench)"})
+        return
+    cmd = [sys.executable, str(Path(__file__).with_name("trl_grpo_step.py")), "--steps", str(1 + b.args.reps),
+           "--threads", str(torch.get_num_threads())]
+    log("  TRL GRPO: " + " ".join(cmd))
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as f:
+        proc = subprocess.run(cmd + ["--out", f.name], cwd=ROOT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"trl_grpo_step.py exited with {proc.returncode}")
+        theirs = json.loads(Path(f.name).read_text())
+    ours = trice_step_times(b)
+    b.record("trl", ours["median_seconds"] / theirs["median_seconds"], {
+        "trice_step": ours, "trl_grpo_step": theirs,
+        "settings": "TRICE M=16 proposals, L=16 backward sequences; GRPO 8 prompts x 2 generations = 16 "
+                    "completions; both LoRA r=8 all-linear, fp32, max 64 new tokens, temperature 1, 3-shot prefix"})
+    log(f"  TRICE step {ours['median_seconds']:.2f} s vs TRL GRPO step {theirs['median_seconds']:.2f} s")
+
+
+# ---------------------------------------------------------------------------------- time to accuracy
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def training_curve(records: list[dict]) -> tuple[list[dict], float]:
+    """Evaluation points with the training wall time spent before them: set-up (the init record) plus
+    every step's sampling and scoring time; evaluation time itself is excluded (both runs alike).
+    Returns the points and the whole run's training time."""
+    elapsed = sum(r.get("seconds", 0.0) for r in records if r.get("event") == "init")
+    points = []
+    for r in records:
+        if r.get("event") == "eval":
+            points.append({"step": r["step"], "accuracy": r["greedy_accuracy"], "train_seconds": elapsed,
+                           "tokens_sampled": r.get("tokens_sampled"), "eval_seconds": r.get("seconds")})
+        elif "step" in r and "event" not in r:
+            elapsed += r.get("seconds_sampling", 0.0) + r.get("seconds_scoring", 0.0)
+    return points, elapsed
+
+
+def time_to_accuracy(trice_dir: Path, star_dir: Path) -> tuple[float, dict]:
+    star_points, star_seconds = training_curve(read_metrics(star_dir))
+    trice_points, trice_seconds = training_curve(read_metrics(trice_dir))
+    star_final, star_tokens = star_points[-1]["accuracy"], star_points[-1]["tokens_sampled"]
+    reached = next((p for p in trice_points if p["accuracy"] >= star_final), None)
+    details = {"star_final_accuracy": star_final, "star_accuracy_before": star_points[0]["accuracy"],
+               "star_train_seconds": star_seconds, "star_tokens_sampled": star_tokens,
+               "trice_train_seconds": trice_seconds, "trice_final_accuracy": trice_points[-1]["accuracy"],
+               "trice_curve": trice_points, "star_curve": star_points, "trice_run": str(trice_dir),
+               "star_run": str(star_dir),
+               "wall_time": "set-up + sampling + scoring seconds from metrics.jsonl; evaluations excluded"}
+    if star_tokens is not None:  # the equal-token comparison: TRICE's last evaluation within STaR's tokens
+        within = [p for p in trice_points if p["tokens_sampled"] is not None and p["tokens_sampled"] <= star_tokens]
+        if within:
+            details["trice_accuracy_at_star_tokens"] = within[-1]["accuracy"]
+            details["trice_step_at_star_tokens"] = within[-1]["step"]
+    if reached is None:
+        details["flag"] = ("TRICE never reached STaR's final accuracy: the value is a lower bound, TRICE's "
+                           "whole training time / STaR's")
+        return trice_seconds / star_seconds, details
+    details["trice_reached_at_step"] = reached["step"]
+    details["trice_seconds_to_reach"] = reached["train_seconds"]
+    details["trice_tokens_to_reach"] = reached["tokens_sampled"]
+    if reached["step"] == 0:
+        details["flag"] = "STaR ended no better than the untuned model, which TRICE 'reaches' before training"
+    return reached["train_seconds"] / star_seconds, details
+
+
+def fig_tta(b: Bench):
+    """time_to_accuracy_vs_star: STaR for one outer iteration (sample all 200 questions, rationalise the
+    wrong ones, 20 fine-tuning steps), then TRICE, evaluated every 3 steps, until it has sampled
+    --trice-token-factor times STaR's tokens; same LoRA, lr 1e-3, M = L = 16, 64 tokens, n_eval 200,
+    exemplars."""
+    walls = {}
+    if b.args.from_compare:
+        base = Path(b.args.from_compare)
+        trice_dir, star_dir = base / "trice-seed0", base / "star-seed0"
+    else:
+        import shutil
+
+        from trice.config import TrainConfig
+        from trice.trainer import train
+
+        out = Path(b.args.tta_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        common = dict(model="smollm2-135m", params="lora", task=TASK, task_options=dict(TASK_OPTIONS),
+                      batch_size=16, subsample=16, lr=1e-3, max_new_tokens=64, n_eval=200, seed=0,
+                      checkpoint_every=0, exemplars=exemplars_file(out))
+        star_dir, trice_dir = out / "star-seed0", out / "trice-seed0"
+        if b.args.reuse_star and (star_dir / "summary.json").exists():
+            star = json.loads((star_dir / "summary.json").read_text())
+            log(f"  reusing the STaR run in {star_dir}")
+        else:
+            shutil.rmtree(star_dir, ignore_errors=True)
+            t0 = time.perf_counter()
+            star = train(TrainConfig(method="star", steps=b.args.star_steps, star_inner_steps=b.args.star_steps,
+                                     eval_every=0, out=str(star_dir), **common))
+            walls["star_train_call_seconds"] = time.perf_counter() - t0
+        log(f"  STaR: accuracy {star['greedy_accuracy_before']:.3f} -> {star['greedy_accuracy_after']:.3f}, "
+            f"{star['tokens_sampled']} tokens sampled")
+        shutil.rmtree(trice_dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        budget = int(b.args.trice_token_factor * star["tokens_sampled"])
+        tr = train(TrainConfig(method="trice", steps=b.args.trice_max_steps, token_budget=budget,
+                               eval_every=b.args.eval_every, out=str(trice_dir), **common))
+        walls["trice_train_call_seconds"] = time.perf_counter() - t0
+        walls["trice_token_budget"] = budget
+        log(f"  TRICE: accuracy {tr['greedy_accuracy_before']:.3f} -> {tr['greedy_accuracy_after']:.3f}, "
+            f"{tr['tokens_sampled']} tokens sampled, {tr['steps_done']} steps")
+    value, details = time_to_accuracy(trice_dir, star_dir)
+    b.record("tta", value, {**details, **walls}, met=False if "trice_reached_at_step" not in details else None)
+    log(f"  STaR final {details['star_final_accuracy']:.3f} in {details['star_train_seconds']:.0f} s; TRICE "
+        + (f"reached it at step {details['trice_reached_at_step']} after {details['trice_seconds_to_reach']:.0f} s"
+           if "trice_reached_at_step" in details else "never reached it")
+        + (f" ({details['flag']})" if "flag" in details else "")
+        + (f"; at STaR's token count TRICE had {details['trice_accuracy_at_star_tokens']:.3f}"
+           if "trice_accuracy_at_star_tokens" in details else ""))
+
+
