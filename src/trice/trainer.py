@@ -125,7 +125,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             if here.is_main:
                 save_exemplars(exemplars, run.exemplars_path)
             method.setup(ctx)
-            run.log({"event": "init", "memory_coverage": _coverage(method), "tokens_sampled": ctx.tokens_sampled,
+            run.log({"event": "init", "memory_coverage": method.coverage(), "tokens_sampled": ctx.tokens_sampled,
                      "num_exemplars": len(exemplars), "seconds": time.perf_counter() - t0})
             state.accuracy_before, state.verdicts_before = evaluate_and_log(run, policy, method, task, test_set, config, 0,
                                                      progress, ctx.tokens_sampled, started)
@@ -254,20 +254,12 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                "standard_error_after": standard_error(accuracy_after, n) if n else None,
                **(paired_z(state.verdicts_before, verdicts_after) if n else {}),
                "sc_accuracy_after": sc_accuracy, "sc_samples": config.sc_samples,
-               "memory_coverage": _coverage(method),
+               "memory_coverage": method.coverage(),
                "acceptance_rate": method.memory.acceptance_rate() if method.memory is not None else None,
                "tokens_sampled": ctx.tokens_sampled, "wall_seconds": round(time.perf_counter() - started, 1)}
     run.write_summary(summary)
     here.barrier()  # every rank returns once the run directory is complete
     return summary
-
-
-def _coverage(method) -> float | None:
-    """Training examples with a correct rationale in the method's memory (TRICE) or kept set (STaR)."""
-    if method.memory is not None:
-        return method.memory.coverage()
-    covered = getattr(method, "covered", None)  # STaR: its latest collection
-    return float(covered.float().mean()) if covered is not None and len(covered) else None
 
 
 class _StopOnSignal:

@@ -89,6 +89,10 @@ class Method:
     def prompt(self, question: str) -> str:
         return rationale_prompt(question)
 
+    def coverage(self) -> float | None:
+        """Training examples with a correct rationale in the method's memory or kept set (None: no such set)."""
+        return self.memory.coverage() if self.memory is not None else None
+
     def setup(self, ctx: Context) -> None:
         """Called once after the policy is built and before the first step."""
 

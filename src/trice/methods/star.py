@@ -26,6 +26,9 @@ class STaR(Method):
         self.collection_tokens = 0  # tokens the latest collection sampled
         self.initial: list[torch.Tensor] = []
 
+    def coverage(self) -> float | None:  # its latest collection (hint-rationalised ones included)
+        return float(self.covered.float().mean()) if len(self.covered) else None
+
     def setup(self, ctx: Context) -> None:
         self.initial = [p.detach().clone() for p in ctx.policy.trainable_parameters()]
 
