@@ -38,7 +38,7 @@ def main() -> int:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from bench import exemplars, get_demo_task
+    from bench_common import exemplars, get_demo_task
     from trice.model import load_model
     from trice.prompts import exemplar_prefix, rationale_prompt
 
