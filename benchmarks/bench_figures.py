@@ -25,7 +25,7 @@ def fig_sampling(b: Bench):
     policy = b.lora_policy()
     peak = b.probe(b.shape)
     tok = policy.tokenizer
-    prefix_len = len(policy._prefix_ids)
+    prefix_len = len(policy.prefix_ids)
     prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
     gen = torch.Generator().manual_seed(0)
 
@@ -81,7 +81,7 @@ def fig_scoring(b: Bench):
     tok = policy.tokenizer
     prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
     cont_lens = [len(tok(c, add_special_tokens=False).input_ids) for c in conts]
-    prefix_len = len(policy._prefix_ids)
+    prefix_len = len(policy.prefix_ids)
     params = policy.trainable_parameters()
     coefs = torch.full((len(conts),), 1.0 / len(conts))
 
@@ -169,6 +169,7 @@ def trice_step_times(b: Bench) -> dict:
     from trice.config import TrainConfig
     from trice.methods import Context, make_method
     from trice.model import Policy
+    from trice.sampler import TorchSampler
     from trice.scorer import score
 
     model, tok = b.fresh_model()
@@ -178,7 +179,8 @@ def trice_step_times(b: Bench) -> dict:
     policy = Policy.create(model, tok, "lora", prefix_text=b.prefix, lora_r=8, lora_alpha=16,
                            lora_targets="all-linear")
     method = make_method("trice", b.exemplars)
-    ctx = Context(policy, b.task, train_set, config, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    sampler = TorchSampler(policy, torch.Generator().manual_seed(0), max_new_tokens=64, batch_size=config.sample_batch_size)
+    ctx = Context(policy, b.task, train_set, config, sampler, torch.Generator().manual_seed(1))
     t0 = time.perf_counter()
     method.setup(ctx)
     setup_s = time.perf_counter() - t0
@@ -196,6 +198,7 @@ def trice_step_times(b: Bench) -> dict:
         loss = -(weighted.coefs.to(log_probs.dtype) * log_probs).sum()
         loss.backward()
         optimizer.step()
+        sampler.on_update()  # as the trainer: LoRA re-merged for the next sampling
         t2 = time.perf_counter()
         rows.append({"seconds": t2 - t0, "seconds_sampling": t1 - t0, "seconds_scoring": t2 - t1,
                      "tokens_sampled": ctx.tokens_sampled - tokens0, "sequences_scored": len(weighted.prompts)})

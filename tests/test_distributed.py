@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from trice.distributed import World
-from trice.sampler import inverse_cdf, sample, uniforms
+from trice.randomness import inverse_cdf, uniforms
+from trice.sampler import sample
 
 HERE = Path(__file__).parent
 

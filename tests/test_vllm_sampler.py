@@ -59,7 +59,10 @@ def test_training_samples_from_vllm_with_the_trained_weights(with_fake_vllm, tmp
     assert len(gaps) == 8 and all(abs(g) < 1e-4 for g in gaps), gaps
     assert any(r["grad_norm"] > 0 for r in steps[:-1])  # the weights did move between samples
     if params == "prompt":
-        assert not llm.loaded and all("prompt_embeds" in r for r in llm.requests)
+        # the memory's guide samples under a hard-text prefix (token ids), every proposal with the soft prompt
+        guide, proposals = llm.requests[:12], llm.requests[12:]
+        assert not llm.loaded and len(proposals) == 8 * 4
+        assert all("prompt_token_ids" in r for r in guide) and all("prompt_embeds" in r for r in proposals)
     else:
         assert llm.loaded and not any("lora_" in name for name in llm.loaded)
         assert all("prompt_token_ids" in r for r in llm.requests)
@@ -72,7 +75,7 @@ def test_training_samples_from_vllm_with_the_trained_weights(with_fake_vllm, tmp
 
 
 def test_a_broken_weight_push_shows_in_the_logged_gap(with_fake_vllm, monkeypatch, tmp_path, local_model):
-    monkeypatch.setattr(VLLMSampler, "push", lambda self, version: None)  # vLLM keeps the initial weights
+    monkeypatch.setattr(VLLMSampler, "push", lambda self: None)  # vLLM keeps the initial weights
     steps = _train(tmp_path, local_model, "lora", lr=0.5, steps=10)
     first_update = next(i for i, r in enumerate(steps) if r["grad_norm"] > 0)
     gaps = [r["sampler_logprob_gap"] for r in steps]
@@ -85,10 +88,10 @@ def test_each_row_has_its_own_seed(with_fake_vllm, local_model):
     policy = Policy.create(*load_model(str(local_model), device="cpu"), params="lora")
     vs = VLLMSampler(policy, str(local_model))
     prompts = [f"{i} + 1 =" for i in range(6)]
-    whole = vs.sample(prompts, max_new_tokens=5, temperature=1.0, key=7)
-    part = vs.sample(prompts[3:], max_new_tokens=5, temperature=1.0, key=7, row_ids=[3, 4, 5])
+    whole = vs.generate(prompts, max_new_tokens=5, temperature=1.0, key=7)
+    part = vs.generate(prompts[3:], max_new_tokens=5, temperature=1.0, key=7, row_ids=[3, 4, 5])
     assert [s.text for s in whole[3:]] == [s.text for s in part]
-    assert [s.text for s in vs.sample(prompts, max_new_tokens=5, temperature=1.0, key=8)] != [s.text for s in whole]
+    assert [s.text for s in vs.generate(prompts, max_new_tokens=5, temperature=1.0, key=8)] != [s.text for s in whole]
 
 
 def test_an_engine_in_another_process_is_a_clear_error(with_fake_vllm, local_model):
@@ -97,4 +100,4 @@ def test_an_engine_in_another_process_is_a_clear_error(with_fake_vllm, local_mod
 
     policy = Policy.create(*load_model(str(local_model), device="cpu"), params="lora")
     with pytest.raises(TriceError, match="engine runs in another process"):
-        VLLMSampler(policy, str(local_model), llm=Remote()).push(1)
+        VLLMSampler(policy, str(local_model), llm=Remote()).push()

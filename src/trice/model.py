@@ -259,6 +259,16 @@ class Policy:
 
     # ----------------------------------------------------------------------------------- computation
     @property
+    def prefix_ids(self) -> torch.Tensor:
+        """Token ids of the hard-text prefix (empty in "prompt" mode, where the prefix is the soft prompt)."""
+        return self._prefix_ids
+
+    def with_prefix(self, text: str) -> "PrefixView":
+        """This policy with ``text`` (through the model's token embeddings) as its prefix instead:
+        the hinted guide and the exemplar search sample this way; everything else is the policy's."""
+        return PrefixView(self, text)
+
+    @property
     def device(self) -> torch.device:
         return self.base_model.get_input_embeddings().weight.device
 
@@ -287,6 +297,15 @@ class Policy:
 
     __call__ = forward
 
+    def hidden_states(self, inputs_embeds, attention_mask, position_ids=None, past_key_values=None, use_cache=False):
+        """The transformer's last hidden states ``[B, T, d]`` (before the LM head), as :meth:`forward` runs it."""
+        decoder = self.base_model.get_decoder()
+        kwargs = {}
+        if past_key_values is not None:
+            kwargs["cache" if self._forward_takes("cache") else "past_key_values"] = past_key_values
+        return decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=use_cache, **kwargs).last_hidden_state
+
     def _forward_takes(self, name: str) -> bool:
         if not hasattr(self, "_forward_params"):
             self._forward_params = set(inspect.signature(self.base_model.forward).parameters)
@@ -300,3 +319,21 @@ class Policy:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters an optimiser should update (everything else has requires_grad False)."""
         return [p for p in self.model.parameters() if p.requires_grad]
+
+
+class PrefixView:
+    """A view of a :class:`Policy` whose prefix is the given hard text (see :meth:`Policy.with_prefix`)."""
+
+    def __init__(self, policy, text: str):
+        self._policy, self.text = policy, text
+        ids = policy.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        self.prefix_ids = torch.tensor(ids, dtype=torch.long)
+
+    def prefix_embeds(self) -> torch.Tensor:
+        return self._policy.embed(self.prefix_ids)
+
+    def with_prefix(self, text: str) -> "PrefixView":
+        return PrefixView(self._policy, text)
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)

@@ -12,6 +12,7 @@ at the same column, so the LM head only runs on that block of columns (``logits_
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from transformers import DynamicCache
 
 from .errors import TriceError
@@ -59,14 +60,54 @@ def _batch_logprobs(policy, prompt_ids, cont_ids):
     # Logits at column t predict the token at t + 1: keep the columns just before each continuation.
     start = num_prefix - first + lp  # column of the first continuation token in the new block
     keep = torch.arange(start - 1, start + lc - 1, device=device)
-    logits = policy.forward(embeds, mask, position_ids=positions[:, first:], past_key_values=cache,
-                            use_cache=cache is not None, logits_to_keep=keep).logits
-    if logits.shape[1] != lc:  # the model ignored logits_to_keep
-        logits = logits[:, keep]
     targets = ids[:, lp:]
-    logprobs = -torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                                  reduction="none").view(n, lc)
-    return logprobs.masked_fill(~cont_mask, 0.0), cont_mask
+    head = policy.base_model.get_output_embeddings()
+    if head is None or not _plain_head(policy.base_model.config):  # logits post-processed by the model
+        logits = policy.forward(embeds, mask, position_ids=positions[:, first:], past_key_values=cache,
+                                use_cache=cache is not None, logits_to_keep=keep).logits
+        if logits.shape[1] != lc:  # the model ignored logits_to_keep
+            logits = logits[:, keep]
+        logprobs = -torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                      reduction="none").view(n, lc)
+        return logprobs.masked_fill(~cont_mask, 0.0), cont_mask
+    # The transformer's last hidden states at the continuation columns, then the LM head over chunks of
+    # the real (unpadded) continuation tokens: the [rows, length, vocab] logits never exist whole.
+    hidden = policy.hidden_states(embeds, mask, position_ids=positions[:, first:], past_key_values=cache,
+                                  use_cache=cache is not None)[:, keep]
+    logprobs = hidden.new_zeros(n, lc, dtype=torch.float32)
+    logprobs[cont_mask] = chunked_logprobs(head, hidden[cont_mask], targets[cont_mask])
+    return logprobs, cont_mask
+
+
+def _plain_head(config) -> bool:
+    """True when the model's logits are just ``lm_head(hidden)`` (no soft-capping or scaling)."""
+    for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+        value = getattr(config, name, None)
+        if value is not None and value != 1:
+            return False
+    return True
+
+
+def _chunk_logprobs(head, hidden, targets):
+    logits = head(hidden).float()
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
+
+
+def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``log softmax(head(hidden))[targets]`` for ``[T, d]`` hidden states, ``chunk`` rows at a time; under
+    autograd each chunk is recomputed in the backward pass (activation checkpointing), so at most one
+    chunk's ``[chunk, vocab]`` logits are alive at once, forward or backward. Written by hand: the fused
+    linear cross-entropy kernels (Liger, Apple's cut-cross-entropy) are GPU-only Triton."""
+    vocab = head.weight.shape[0]
+    chunk = chunk or max(16, 2 ** 24 // vocab)  # ~64 MB of float32 logits per chunk
+    parts = []
+    for s in range(0, hidden.shape[0], chunk):
+        h, y = hidden[s:s + chunk], targets[s:s + chunk]
+        if torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in head.parameters())):
+            parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, h, y, use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(head, h, y))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
 def _batches(policy, prompts, continuations, batch_size):

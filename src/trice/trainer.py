@@ -29,6 +29,7 @@ from .methods import Context, make_method
 from .model import Policy, load_model
 from .prompts import exemplar_prefix
 from .run import RunDir
+from .sampler import TorchSampler
 from .scorer import score
 from .tasks import Task, get_task
 from .training_utils import (console, cosine_schedule, evaluate_and_log, grad_norm, lora_targets, paired_z,
@@ -89,19 +90,16 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         elif task.exemplars:
             exemplars = list(task.exemplars)
         else:
-            exemplars = find_exemplars(untuned, task, train_set, config.num_exemplars,
-                                       config.exemplar_search, config.max_new_tokens, rngs["sampler"])
+            search = TorchSampler(untuned, rngs["sampler"], max_new_tokens=config.max_new_tokens,
+                                  batch_size=config.sample_batch_size)
+            exemplars = find_exemplars(search, task, train_set, config.num_exemplars, config.exemplar_search)
         exemplars = exemplars[:config.num_exemplars]
         policy = Policy.create(model, tokenizer, config.params, prefix_text=exemplar_prefix(exemplars),
                                lora_r=config.lora_r, lora_alpha=config.lora_alpha,
                                lora_targets=lora_targets(config.lora_targets))
         method = make_method(config.method, exemplars, config.k, config.star_inner_steps)
-        ctx = Context(policy, task, train_set, config, rngs["sampler"], rngs["resampler"], progress=progress)
-        if config.sampler == "vllm":
-            from .vllm_sampler import VLLMSampler
-
-            ctx.external = VLLMSampler(policy, config.model, config.dtype, config.vllm_gpu_memory_utilization,
-                                       config.seed)
+        sampler = _make_sampler(config, policy, rngs["sampler"])
+        ctx = Context(policy, task, train_set, config, sampler, rngs["resampler"], progress=progress)
         params = policy.trainable_parameters()
         optimizer = torch.optim.Adam(params, lr=config.resolved_lr())  # Adam + cosine decay, as the reference
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -117,7 +115,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             scheduler.load_state_dict(saved["scheduler"])
             method.load_state_dict(saved["method"])
             state.load_state_dict(saved["loop"])
-            ctx.tokens_sampled = saved["tokens_sampled"]
+            sampler.tokens = saved["tokens_sampled"]
+            sampler.on_update()
             restore_rngs(saved["rngs"], rngs, order_rng)
             started -= saved.get("seconds_elapsed", 0.0)
             run.truncate_metrics(saved["metrics_bytes"])
@@ -135,7 +134,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 return
             snapshot = {"params": [p.detach().clone() for p in params], "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "method": method.state_dict(),
-                        "loop": state.state_dict(), "tokens_sampled": ctx.tokens_sampled,
+                        "loop": state.state_dict(), "tokens_sampled": sampler.tokens,
                         "rngs": rng_states(rngs, order_rng), "metrics_bytes": run.metrics_bytes(),
                         "seconds_elapsed": time.perf_counter() - started,
                         "config": config.to_dict()}
@@ -159,7 +158,6 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             # 2. The method samples, checks and weighs: TRICE proposes, does the MH step on its
             #    memory and returns the estimator's terms (ALGORITHM.md 3.1-3.7).
             t_method = time.perf_counter()
-            ctx.sampler_gap = None
             weighted = method.step(ctx, batch)
             t_method = time.perf_counter() - t_method
             if weighted.stop:  # e.g. STaR: its next iteration would not fit in the token budget
@@ -195,7 +193,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
-                ctx.weights_version += 1
+                sampler.on_update()  # vLLM pushes the new weights, the torch engine re-merges LoRA
             else:  # skip the update, keep going; too many in a row is an error
                 state.bad_steps += 1
                 grad_variance = None
@@ -209,7 +207,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                      "lr": scheduler.get_last_lr()[0], "tokens_sampled": ctx.tokens_sampled,
                      "seconds_sampling": t_method, "seconds_scoring": t_score,
                      "seconds_elapsed": time.perf_counter() - started,
-                     **({"sampler_logprob_gap": ctx.sampler_gap} if ctx.sampler_gap is not None else {}),
+                     **sampler.metrics(),
                      **({} if finite else {"skipped": "non-finite loss or gradient"})})
             shown = " ".join(f"{k.split('_')[-1][:3]} {weighted.metrics[k]:.2f}"
                              for k in ("proposal_accuracy", "memory_coverage") if k in weighted.metrics)
@@ -260,6 +258,18 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     run.write_summary(summary)
     here.barrier()  # every rank returns once the run directory is complete
     return summary
+
+
+def _make_sampler(config: TrainConfig, policy, generator: torch.Generator):
+    """The sampler the run's methods draw rationales from (config.sampler: torch or vllm)."""
+    if config.sampler == "vllm":
+        from .vllm_sampler import VLLMSampler
+
+        return VLLMSampler(policy, config.model, config.dtype, config.vllm_gpu_memory_utilization, config.seed,
+                           generator=generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                           check_rows=config.sampler_check_rows)
+    return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                        batch_size=config.sample_batch_size)
 
 
 class _StopOnSignal:

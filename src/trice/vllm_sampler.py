@@ -24,7 +24,9 @@ import torch
 
 from .distributed import world
 from .errors import TriceError
-from .sampler import Sample, _hash32
+from .prompts import STOP
+from .randomness import _hash32
+from .sampler import Sample
 
 INSTALL = "pip install 'trice-cot[vllm]'"
 
@@ -45,16 +47,18 @@ def _row_seed(key: int, row: int) -> int:
 
 
 class VLLMSampler:
-    """vLLM behind the torch sampler's interface.
+    """vLLM behind the :class:`trice.sampler.Sampler` interface (``sample``, ``tokens``, ``on_update``,
+    ``metrics``); :meth:`generate` is the raw call for given rows and key.
 
     >>> from trice.model import Policy, load_model  # doctest: +SKIP
     >>> policy = Policy.create(*load_model("Qwen/Qwen2.5-0.5B-Instruct", "bfloat16", "cuda"), params="lora")  # doctest: +SKIP
     >>> vs = VLLMSampler(policy, "Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16")  # doctest: +SKIP
-    >>> vs.sample(["Question: 2 + 3?\\nAnswer:"], max_new_tokens=32, temperature=1.0, key=0)[0].text  # doctest: +SKIP
+    >>> vs.sample(["Question: 2 + 3?\\nAnswer:"])[0].text  # doctest: +SKIP
     """
 
     def __init__(self, policy, model_name: str, dtype: str = "auto", gpu_memory_utilization: float = 0.3,
-                 seed: int = 0, llm=None):
+                 seed: int = 0, llm=None, *, generator: torch.Generator | None = None, max_new_tokens: int = 64,
+                 temperature: float = 1.0, stop: tuple[str, ...] = STOP, check_rows: int = 4):
         vllm = import_vllm()
         if llm is None:
             if not torch.cuda.is_available():
@@ -71,17 +75,49 @@ class VLLMSampler:
                            seed=seed, enable_prompt_embeds=policy.params == "prompt", tokenizer=str(model_name),
                            max_num_batched_tokens=4096, **launched)
         self.vllm, self.llm, self.policy = vllm, llm, policy
-        self._pushed_version: int | None = None
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self.max_new_tokens, self.temperature, self.stop, self.check_rows = max_new_tokens, temperature, stop, check_rows
+        self.tokens = 0
+        self._stale = True  # the engine's weights differ from the trainer's
+        self._gap: float | None = None
+
+    # ------------------------------------------------------------------------------ Sampler interface
+    def sample(self, prompts: list[str], temperature: float | None = None, prefix: str | None = None,
+               hook=None) -> list[Sample]:
+        if hook is not None:
+            raise TriceError("tool hooks are not supported with --sampler vllm; use --sampler torch")
+        temperature = self.temperature if temperature is None else temperature
+        key = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))  # as the torch sampler
+        if self._stale:
+            self.push()
+        here = world()
+        mine = here.rows(len(prompts))
+        mine_prompts = [prompts[i] for i in mine]
+        out = self.generate(mine_prompts, max_new_tokens=self.max_new_tokens, temperature=temperature, key=key,
+                            row_ids=mine, stop=self.stop, prefix=prefix)
+        if self.check_rows and out and prefix is None:
+            self._gap = logprob_gap(self.policy, mine_prompts[:self.check_rows], out[:self.check_rows])
+        out = here.gather_rows(len(prompts), out)
+        self.tokens += sum(s.num_tokens for s in out)
+        return out
+
+    def on_update(self) -> None:
+        self._stale = True
+
+    def metrics(self) -> dict:
+        """The log-prob gap of the latest call's first rows (then forgotten)."""
+        gap, self._gap = self._gap, None
+        return {"sampler_logprob_gap": gap} if gap is not None else {}
 
     # ------------------------------------------------------------------------------------- weights
-    def push(self, version: int) -> None:
-        """Load the trainer's current weights into vLLM (once per ``version``: bump it per update).
+    def push(self) -> None:
+        """Load the trainer's current weights into vLLM (called before sampling after an update).
 
         Base-model names; LoRA is added to each adapted weight out of place, one tensor at a time
         (merging and unmerging in place would drift the frozen weights in bf16); nothing for a soft prompt (vLLM keeps the original weights and gets it with each request)."""
         policy = self.policy
-        if version == self._pushed_version or policy.params == "prompt":
-            self._pushed_version = version
+        if policy.params == "prompt":
+            self._stale = False
             return
         try:
             target = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
@@ -93,18 +129,20 @@ class VLLMSampler:
         else:
             target.load_weights(_merged_lora_weights(policy.model))
         self.llm.reset_prefix_cache()
-        self._pushed_version = version
+        self._stale = False
 
     # ------------------------------------------------------------------------------------- sampling
-    def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float, key: int,
-               row_ids: list[int] | None = None, stop: tuple[str, ...] = ()) -> list[Sample]:
+    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float, key: int,
+                 row_ids: list[int] | None = None, stop: tuple[str, ...] = (), prefix: str | None = None) -> list[Sample]:
+        """One sample per prompt; row ``row_ids[i]``'s seed comes from (key, row id); ``prefix``
+        replaces the policy's prefix with this hard text."""
         if not prompts:
             return []
         row_ids = list(range(len(prompts))) if row_ids is None else row_ids
         params = [self.vllm.SamplingParams(n=1, temperature=temperature, max_tokens=max_new_tokens,
                                            stop=list(stop), logprobs=0, seed=_row_seed(key, row))
                   for row in row_ids]
-        outputs = self.llm.generate(self._requests(prompts), sampling_params=params, use_tqdm=False)
+        outputs = self.llm.generate(self._requests(prompts, prefix), sampling_params=params, use_tqdm=False)
         samples = []
         for out in outputs:
             o = out.outputs[0]
@@ -113,9 +151,9 @@ class VLLMSampler:
             samples.append(Sample(o.text, len(o.token_ids), o.finish_reason == "stop", list(o.token_ids), logprobs))
         return samples
 
-    def _requests(self, prompts: list[str]):
-        policy = self.policy
-        if policy.params == "prompt":  # the soft prompt, then the prompt's token embeddings
+    def _requests(self, prompts: list[str], prefix: str | None = None):
+        policy = self.policy if prefix is None else self.policy.with_prefix(prefix)
+        if policy.params == "prompt" and prefix is None:  # the soft prompt, then the prompt's token embeddings
             with torch.no_grad():
                 prefix = policy.prefix_embeds().detach()
                 out = []
@@ -124,8 +162,8 @@ class VLLMSampler:
                     out.append({"prompt_embeds": torch.cat([prefix, policy.embed(ids)]).cpu()})
             return out
         # Token ids exactly as the trainer builds its inputs: the prefix's ids, then the prompt's.
-        prefix = policy._prefix_ids.tolist()
-        return [{"prompt_token_ids": prefix + policy.tokenizer(p, add_special_tokens=False).input_ids}
+        prefix_ids = policy.prefix_ids.tolist()
+        return [{"prompt_token_ids": prefix_ids + policy.tokenizer(p, add_special_tokens=False).input_ids}
                 for p in prompts]
 
 

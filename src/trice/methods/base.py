@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..prompts import STOP, rationale_prompt
+from ..prompts import rationale_prompt
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -33,49 +33,26 @@ class Weighted:
 
 @dataclass
 class Context:
-    """What a method may use: the policy, the task, the training set, the config and the RNGs."""
+    """What a method may use: the policy, the task, the training set, the config, the sampler the
+    trainer owns (:class:`trice.sampler.Sampler`) and the subsample's generator."""
 
     policy: Any
     task: "Task"
     train_set: list["Example"]
     config: "TrainConfig"
-    sampler_rng: torch.Generator
+    sampler: Any
     resampler_rng: torch.Generator
-    tokens_sampled: int = 0
     progress: Any = None  # a rich Progress for long set-up work, or None
-    external: Any = None  # a VLLMSampler (--sampler vllm), or None for the torch sampler
-    weights_version: int = 0  # bumped by the trainer after each update (the external sampler re-syncs)
-    sampler_gap: float | None = None  # the external sampler's log-prob gap on this step's first rows
 
-    def sample(self, prompts: list[str], temperature: float | None = None, policy=None):
-        """Sample one rationale per prompt (the proposal temperature by default), counting tokens."""
-        from ..sampler import sample
-
+    def sample(self, prompts: list[str], temperature: float | None = None, prefix: str | None = None):
+        """Sample one rationale per prompt (the proposal temperature by default); ``prefix`` replaces
+        the policy's prefix with this hard text (the hinted guide)."""
         temperature = self.config.temperature if temperature is None else temperature
-        if self.external is not None and (policy is None or policy is self.policy):
-            out = self._sample_external(prompts, temperature)
-        else:
-            out = sample(policy or self.policy, prompts, temperature=temperature,
-                         max_new_tokens=self.config.max_new_tokens, stop=STOP, generator=self.sampler_rng,
-                         batch_size=self.config.sample_batch_size)
-        self.tokens_sampled += sum(s.num_tokens for s in out)
-        return out
+        return self.sampler.sample(prompts, temperature=temperature, prefix=prefix)
 
-    def _sample_external(self, prompts, temperature):
-        from ..distributed import world
-        from ..vllm_sampler import logprob_gap
-
-        key = int(torch.randint(0, 2 ** 62, (1,), generator=self.sampler_rng))  # as the torch sampler
-        self.external.push(self.weights_version)
-        here = world()
-        mine = here.rows(len(prompts))
-        mine_prompts = [prompts[i] for i in mine]
-        out = self.external.sample(mine_prompts, max_new_tokens=self.config.max_new_tokens,
-                                   temperature=temperature, key=key, row_ids=mine, stop=STOP)
-        check = self.config.sampler_check_rows
-        if check and out:
-            self.sampler_gap = logprob_gap(self.policy, mine_prompts[:check], out[:check])
-        return here.gather_rows(len(prompts), out)
+    @property
+    def tokens_sampled(self) -> int:
+        return self.sampler.tokens
 
 
 class Method:

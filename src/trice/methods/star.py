@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ..initialise import HardPrefix
 from ..prompts import END_OF_RATIONALE, guide_prefix, guide_prompt
 from .base import Context, Method, Weighted
 
@@ -49,9 +48,8 @@ class STaR(Method):
         correct = ctx.task.verdicts(texts, train)
         if self.rationalize and not all(correct):
             wrong = [i for i, c in enumerate(correct) if not c]
-            guide = HardPrefix(ctx.policy, guide_prefix(self.exemplars))
             hinted = [s.text for s in ctx.sample([guide_prompt(train[i].question, train[i].answer) for i in wrong],
-                                                 policy=guide)]
+                                                 prefix=guide_prefix(self.exemplars))]
             for i, z, ok in zip(wrong, hinted, ctx.task.verdicts(hinted, [train[i] for i in wrong])):
                 if ok:
                     texts[i], correct[i] = z, True
@@ -72,7 +70,7 @@ class STaR(Method):
             with torch.no_grad():
                 for p, p0 in zip(ctx.policy.trainable_parameters(), self.initial):
                     p.copy_(p0)
-            ctx.weights_version += 1  # an external sampler must re-sync
+            ctx.sampler.on_update()  # the weights changed: vLLM re-syncs, the torch engine re-merges LoRA
         self.steps_done += 1
         metrics = {"memory_coverage": float(self.covered.float().mean()),
                    "kept_rationales": len(self.dataset), "outer_restart": restart}

@@ -23,10 +23,7 @@ class TriceMethod(Method):
     def setup(self, ctx: Context) -> None:
         # Memory from the hinted guide, drawn from the untuned model: at this point the policy equals
         # the untuned model (LoRA B = 0, soft prompt = exemplar text) and the guide replaces its prefix.
-        self.memory, tokens = init_memory(ctx.policy, ctx.task, ctx.train_set, self.exemplars,
-                                          ctx.config.max_new_tokens, ctx.sampler_rng,
-                                          ctx.config.sample_batch_size, ctx.progress)
-        ctx.tokens_sampled += tokens
+        self.memory = init_memory(ctx.sampler, ctx.task, ctx.train_set, self.exemplars, ctx.progress)
 
     def state_dict(self):
         return {"memory": self.memory.state_dict()}

@@ -1,0 +1,381 @@
+"""The torch sampling engine: a pre-allocated KV cache whose rows are refilled as they finish.
+
+``B`` slots share one KV cache of ``L`` columns, allocated once. The shared prefix (all its tokens but
+the last) is computed once at batch 1 and copied into columns ``[0, P0)`` of every slot. Every
+decode step writes each slot's new key/value at the same column ``c`` and advances ``c``; a slot's
+own tokens may sit at any columns, because what a token attends to is decided by a per-slot mask of
+valid columns and where it is in the sequence by its explicit position id (rotary embeddings are
+applied before caching). So:
+
+- a finished slot is refilled with the next waiting prompt: its prompt (with the last prefix token in
+  front) is run for the refilled slots alone and written just below ``c``, over the finished row's
+  columns, and the slot's mask is reset to the prefix plus those columns; the decode batch stays full
+  (continuous batching);
+- when ``c`` reaches ``L`` the valid columns of every slot are packed to the left (rare: every
+  ``max_new_tokens`` steps or so); when no prompt is waiting and half the slots are done, the
+  batch shrinks to the live slots;
+- per step the Python work does not depend on the number of rows: tokens go into a preallocated
+  tensor, EOS is a tensor test, and a stop string is looked for only in rows whose new token can end
+  one (a per-vocabulary table), which is rare.
+
+Attention goes through a small function registered with transformers' ``AttentionInterface`` that
+groups query heads by key/value head instead of repeating the cache (transformers' SDPA path copies
+the whole cache per layer and step under grouped-query attention with a mask, as here).
+
+Written by hand because transformers' StaticCache writes every row at the same positions and has no
+refill, and its continuous-batching generator (``generate_batch``, paged attention) takes token ids
+only: it cannot start from a soft prompt's embeddings, take per-row counter-based randomness (a
+row's sample must not depend on its batch, its slot or its refill time) or insert tool results
+mid-sequence. Models this engine does not cover (sliding-window or soft-capped attention, attention
+sinks) use the plain path in :mod:`trice.plain_sampler`.
+
+``torch.compile`` is not used: on the CPU the decode step is bound by matmul kernels that inductor
+does not improve, and the shapes change with every refill and compaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import TriceError
+from .randomness import inverse_cdf, uniforms
+
+ATTENTION = "trice_slots"
+
+
+# ------------------------------------------------------------------------------------------ attention
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention with an additive ``[B, 1, q, L]`` mask; query heads grouped by their key/value head
+    (head h uses key/value head h // groups, as transformers' ``repeat_kv``), so the cache is read
+    once and never copied. Returns ``([B, q, H, D], None)`` as transformers' attention functions do."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scaling = dim ** -0.5 if scaling is None else scaling
+    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, kv_heads, groups, q_len, -1)
+    scores = scores.float() * scaling + attention_mask[:, :, None]
+    probs = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, -1)
+    out = torch.matmul(probs, value).view(batch, heads, q_len, dim)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, slot_attention)
+
+
+def supports(model) -> bool:
+    """Whether this engine computes exactly what the model computes: plain full causal attention."""
+    config = model.config
+    if getattr(config, "attn_logit_softcapping", None) or getattr(config, "use_sliding_window", False):
+        return False
+    layer_types = getattr(config, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(config, "sliding_window", None) and not layer_types and getattr(config, "model_type", "") in (
+            "mistral", "mixtral", "gemma2", "gemma3", "gemma3_text", "cohere2", "gpt_oss"):
+        return False
+    return config.model_type not in ("gpt_oss",)  # attention sinks
+
+
+class _UseSlotAttention:
+    def __init__(self, model):
+        self.config = model.config
+
+    def __enter__(self):
+        _register_attention()
+        self.previous = self.config._attn_implementation
+        self.config._attn_implementation = ATTENTION
+
+    def __exit__(self, *exc):
+        self.config._attn_implementation = self.previous
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- cache
+class SlotCache:
+    """Per-layer ``[B, kv_heads, L, D]`` key/value buffers, allocated at the first write.
+
+    A forward writes its ``w`` new columns at ``[start, start + w)`` of the slots ``rows`` (all slots
+    if None) and attends to columns ``[0, upto)``. Duck-typed to what transformers' attention layers
+    call (``update``, ``get_seq_length``)."""
+
+    is_compileable = False
+
+    def __init__(self, batch: int, length: int):
+        self.batch, self.length = batch, length
+        self.keys: list[torch.Tensor | None] = []
+        self.values: list[torch.Tensor | None] = []
+        self.rows: torch.Tensor | None = None
+        self.start, self.upto = 0, length
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        while len(self.keys) <= layer_idx:
+            self.keys.append(None)
+            self.values.append(None)
+        if self.keys[layer_idx] is None:
+            shape = (self.batch, key_states.shape[1], self.length, key_states.shape[-1])
+            self.keys[layer_idx] = key_states.new_zeros(shape)
+            self.values[layer_idx] = value_states.new_zeros(shape[:3] + (value_states.shape[-1],))
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        end = self.start + key_states.shape[2]
+        if self.rows is None:
+            keys[:, :, self.start:end] = key_states
+            values[:, :, self.start:end] = value_states
+            return keys[:, :, :self.upto], values[:, :, :self.upto]
+        keys[self.rows, :, self.start:end] = key_states
+        values[self.rows, :, self.start:end] = value_states
+        return keys[self.rows, :, :self.upto], values[self.rows, :, :self.upto]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.start
+
+    def select(self, slots: torch.Tensor) -> None:
+        """Keep only ``slots`` (shrink the batch)."""
+        self.keys = [k[slots] for k in self.keys]
+        self.values = [v[slots] for v in self.values]
+        self.batch = len(slots)
+
+    def gather_columns(self, first: int, index: torch.Tensor) -> None:
+        """Column ``first + j`` of slot b becomes its column ``index[b, j]`` (packing)."""
+        width = index.shape[1]
+        for buffers in (self.keys, self.values):
+            for t in buffers:
+                idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
+                t[:, :, first:first + width] = t.gather(2, idx)
+
+
+# ----------------------------------------------------------------------------------------- stopping
+def stop_candidates(tokenizer, vocab: int, stop: tuple[str, ...], device) -> torch.Tensor:
+    """``[vocab]`` bool: tokens after which the text may newly contain a stop string, i.e. whose
+    text alone contains the last character of some stop string (or that decode to nothing or to a
+    partial character, whose text depends on their neighbours). Cached on the tokenizer."""
+    ends = {s[-1] for s in stop if s}
+    cache = tokenizer.__dict__.setdefault("_trice_stop_candidates", {})
+    key = (vocab, tuple(sorted(ends)))
+    if key not in cache:
+        texts = tokenizer.batch_decode([[i] for i in range(min(vocab, len(tokenizer)))], skip_special_tokens=True)
+        flags = [(not t) or ("\ufffd" in t) or any(e in t for e in ends) for t in texts]
+        flags += [True] * (vocab - len(flags))
+        cache[key] = torch.tensor(flags, dtype=torch.bool)
+    return cache[key].to(device)
+
+
+# ---------------------------------------------------------------------------------------------- engine
+@dataclass
+class Rows:
+    """What the engine returns for n prompts: ``tokens[i, :count[i]]`` and how each row ended."""
+
+    tokens: torch.Tensor  # [n, max_new_tokens] long (CPU)
+    count: torch.Tensor  # [n] long
+    finished: torch.Tensor  # [n] bool: ended at a stop token or stop string
+
+
+def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,
+        stop: tuple[str, ...], stop_ids: set[int], batch_size: int) -> Rows:
+    """Generate for every prompt (token ids, without the prefix) with continuous batching."""
+    n = len(ids)
+    device = policy.device
+    tokens = torch.zeros(n, max(max_new_tokens, 1), dtype=torch.long)
+    count = torch.zeros(n, dtype=torch.long)
+    finished = torch.zeros(n, dtype=torch.bool)
+    if n == 0 or max_new_tokens == 0:
+        return Rows(tokens[:, :max_new_tokens], count, finished)
+    with _UseSlotAttention(policy.base_model):
+        _Engine(policy, ids, row_ids, key, max_new_tokens, temperature, stop, stop_ids, batch_size,
+                tokens, count, finished).loop()
+    return Rows(tokens[:, :max_new_tokens], count, finished)
+
+
+class _Engine:
+    def __init__(self, policy, ids, row_ids, key, max_new_tokens, temperature, stop, stop_ids, batch_size,
+                 tokens, count, finished):
+        self.policy, self.ids, self.key = policy, ids, key
+        self.row_ids = torch.tensor(row_ids, dtype=torch.long)
+        self.max_new, self.temperature, self.stop = max_new_tokens, temperature, stop
+        self.tokens, self.count, self.finished = tokens, count, finished
+        self.device = device = policy.device
+        prefix = policy.prefix_embeds()
+        if prefix.shape[0] == 0 and any(len(x) == 0 for x in ids):
+            raise TriceError("cannot sample from an empty prompt without a prefix")
+        self.prefix_last = prefix[-1:] if prefix.shape[0] else prefix[:0]
+        self.p0 = max(prefix.shape[0] - 1, 0)  # prefix columns cached once
+        self.width = max(len(x) for x in ids) + (1 if prefix.shape[0] else 0)  # widest prompt input
+        self.batch = min(batch_size, len(ids))
+        length = self.p0 + self.width + 2 * max_new_tokens + 8
+        self.cache = SlotCache(self.batch, length)
+        self.length = length
+        self.valid = torch.zeros(self.batch, length, dtype=torch.bool, device=device)
+        self.valid[:, :self.p0] = True
+        if self.p0:  # the shared prefix, once, at batch 1, copied into every slot
+            one = SlotCache(1, self.p0)
+            ones = torch.ones(1, self.p0, dtype=torch.long, device=device)
+            mask = torch.zeros(1, 1, self.p0, self.p0, device=device, dtype=torch.float32)
+            mask.masked_fill_(torch.ones(self.p0, self.p0, dtype=torch.bool, device=device).triu(1), float("-inf"))
+            policy.forward(prefix[None, :-1], mask.to(prefix.dtype), position_ids=ones.cumsum(-1) - 1,
+                           past_key_values=one, use_cache=True, logits_to_keep=1)
+            for layer in range(len(one.keys)):
+                for mine, theirs in ((self.cache.keys, one.keys), (self.cache.values, one.values)):
+                    while len(mine) <= layer:
+                        mine.append(None)
+                    t = theirs[layer]
+                    mine[layer] = t.new_zeros((self.batch, t.shape[1], length, t.shape[3]))
+                    mine[layer][:, :, :self.p0] = t
+        vocab = policy.base_model.get_output_embeddings().weight.shape[0] \
+            if policy.base_model.get_output_embeddings() is not None else len(policy.tokenizer)
+        self.stop_ids_cpu = torch.tensor(sorted(stop_ids), dtype=torch.long)
+        self.candidates = stop_candidates(policy.tokenizer, vocab, stop, device) if stop else None
+        self.tail = max([len(s) for s in stop] + [0]) + 1
+        self.dtype = prefix.dtype if prefix.shape[0] else policy.embed(torch.zeros(1, dtype=torch.long)).dtype
+        # slot state
+        b = self.batch
+        self.slot_row = torch.full((b,), -1, dtype=torch.long, device=device)  # prompt index, -1: free
+        self.slot_pos = torch.zeros(b, dtype=torch.long, device=device)  # next position id
+        self.slot_t = torch.zeros(b, dtype=torch.long, device=device)  # tokens generated
+        self.last = torch.zeros(b, dtype=torch.long, device=device)  # last token of each slot
+        self.queue = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # long prompts first
+        self.column = self.p0 + self.width
+
+    # ------------------------------------------------------------------------------------ main loop
+    def loop(self):
+        self.refill(torch.arange(self.batch, device=self.device))
+        while True:
+            live = self.slot_row >= 0
+            if not bool(live.any()):
+                if not self.queue:
+                    return
+                self.refill(torch.arange(self.batch, device=self.device))
+                continue
+            free = (~live).nonzero().flatten()
+            if self.queue and len(free) and (len(free) >= max(1, self.batch // 8) or len(free) == self.batch):
+                self.refill(free)
+                continue
+            if not self.queue and int(live.sum()) <= self.batch // 2 and self.batch > 4:
+                self.shrink(live.nonzero().flatten())
+            self.decode()
+
+    def _mask(self, upto: int) -> torch.Tensor:
+        zero = torch.zeros((), dtype=self.dtype, device=self.device)
+        neg = torch.tensor(torch.finfo(self.dtype).min, dtype=self.dtype, device=self.device)
+        return torch.where(self.valid[:, :upto], zero, neg)
+
+    def refill(self, slots: torch.Tensor) -> None:
+        """Start the next waiting prompts in ``slots``: one forward over their prompts alone."""
+        slots = slots[:len(self.queue)]
+        if len(slots) == 0:
+            return
+        rows, self.queue = self.queue[:len(slots)], self.queue[len(slots):]
+        inputs = [self.ids[i] for i in rows]
+        lead = self.prefix_last.shape[0]
+        w = max(len(x) for x in inputs) + lead
+        c, r, device = self.column, len(rows), self.device
+        pad_id = self.policy.tokenizer.pad_token_id if self.policy.tokenizer.pad_token_id is not None else 0
+        id_block = torch.full((r, w), pad_id, dtype=torch.long)
+        own = torch.zeros(r, w, dtype=torch.bool)
+        starts = []
+        for j, x in enumerate(inputs):  # left-padded: [last prefix token, prompt] ends at column c - 1
+            if x:
+                id_block[j, w - len(x):] = torch.tensor(x)
+            own[j, w - len(x) - lead:] = True
+            starts.append(w - len(x) - lead)
+        own = own.to(device)
+        embeds = self.policy.embed(id_block)
+        if lead:
+            embeds[torch.arange(r), torch.tensor(starts)] = self.prefix_last.to(embeds.dtype)
+        positions = (self.p0 + own.long().cumsum(-1) - 1).clamp(min=0)
+        self.valid[slots, self.p0:] = False
+        self.valid[slots, c - w:c] = own
+        # mask [r, 1, w, c]: the slot's valid columns before the block, and causal within it; every
+        # query may see itself (pads too, so that no row of scores is all -inf)
+        cols = torch.arange(c, device=device)
+        block = cols[None, :] - (c - w)
+        causal = (block < 0) | (block <= torch.arange(w, device=device)[:, None])
+        allowed = (self.valid[slots, None, :c] & causal[None]) | (block[None] == torch.arange(w, device=device)[None, :, None])
+        zero = torch.zeros((), dtype=self.dtype, device=device)
+        neg = torch.tensor(torch.finfo(self.dtype).min, dtype=self.dtype, device=device)
+        mask = torch.where(allowed, zero, neg)[:, None]
+        self.cache.rows, self.cache.start, self.cache.upto = slots, c - w, c
+        out = self.policy.forward(embeds, mask, position_ids=positions, past_key_values=self.cache, use_cache=True,
+                                  logits_to_keep=1)
+        self.cache.rows = None
+        row_t = torch.tensor(rows, dtype=torch.long, device=device)
+        self.slot_row[slots] = row_t
+        self.slot_pos[slots] = positions[:, -1] + 1
+        self.slot_t[slots] = 0
+        self.emit(slots, out.logits[:, -1, :])
+
+    def decode(self) -> None:
+        """One step for every slot: the last tokens in, one new token per slot out."""
+        if self.column >= self.length:
+            self.pack()
+        c = self.column
+        self.valid[:, c] = True  # free slots too (their output is unused), so that no row is all -inf
+        self.cache.rows, self.cache.start, self.cache.upto = None, c, c + 1
+        embeds = self.policy.embed(self.last[:, None])
+        out = self.policy.forward(embeds, self._mask(c + 1)[:, None, None, :], position_ids=self.slot_pos[:, None],
+                                  past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.column = c + 1
+        self.slot_pos += 1
+        live = (self.slot_row >= 0).nonzero().flatten()
+        self.emit(live, out.logits[live, -1, :])
+
+    def emit(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
+        """Draw the next token of ``slots`` from their logits, record it and retire finished rows."""
+        logits = logits.float()
+        rows = self.slot_row[slots]
+        t = self.slot_t[slots]
+        if self.temperature == 0:
+            next_ids = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            u = uniforms(self.key, self.row_ids[rows.cpu()], t.cpu()).to(probs.device)
+            next_ids = inverse_cdf(probs, u)
+        rows_cpu, t_cpu, next_cpu = rows.cpu(), t.cpu(), next_ids.cpu()
+        self.tokens[rows_cpu, t_cpu] = next_cpu
+        self.count[rows_cpu] = t_cpu + 1
+        self.last[slots] = next_ids
+        self.slot_t[slots] = t + 1
+        hit = torch.isin(next_cpu, self.stop_ids_cpu)
+        done = hit | (t_cpu + 1 >= self.max_new)
+        if self.candidates is not None:
+            check = (self.candidates[next_ids].cpu() & ~done).nonzero().flatten().tolist()
+            if check:  # rare: only rows whose new token can end a stop string
+                tok = self.policy.tokenizer
+                for k in check:
+                    r, n = int(rows_cpu[k]), int(t_cpu[k]) + 1
+                    text = tok.decode(self.tokens[r, max(0, n - self.tail):n].tolist(), skip_special_tokens=True)
+                    if any(s and s in text for s in self.stop):
+                        hit[k] = done[k] = True
+        if bool(done.any()):
+            self.finished[rows_cpu[done]] = hit[done]
+            self.slot_row[slots[done.to(slots.device)]] = -1
+
+    # ----------------------------------------------------------------------------------- housekeeping
+    def pack(self) -> None:
+        """Move every slot's valid columns (after the prefix) to the left, in order."""
+        p0, c = self.p0, self.column
+        valid = self.valid[:, p0:c]
+        counts = valid.sum(-1)
+        width = max(int(counts.max()), self.width)
+        index = torch.zeros(self.batch, width, dtype=torch.long, device=self.device)
+        new_valid = torch.zeros(self.batch, self.length, dtype=torch.bool, device=self.device)
+        new_valid[:, :p0] = True
+        for b in range(self.batch):
+            cols = valid[b].nonzero().flatten() + p0
+            index[b, width - len(cols):] = cols
+            index[b, :width - len(cols)] = p0  # unused, masked
+            new_valid[b, p0 + width - len(cols):p0 + width] = True
+        self.cache.gather_columns(p0, index)
+        self.valid = new_valid
+        self.column = p0 + width
+
+    def shrink(self, keep: torch.Tensor) -> None:
+        """Keep only the slots ``keep`` (the queue is empty and most slots are done)."""
+        self.cache.select(keep)
+        self.valid, self.slot_row, self.slot_pos = self.valid[keep], self.slot_row[keep], self.slot_pos[keep]
+        self.slot_t, self.last = self.slot_t[keep], self.last[keep]
+        self.batch = len(keep)

@@ -1,0 +1,106 @@
+"""The plain sampling path: a growing ``DynamicCache``, batches of prompts run to their end.
+
+Used for models the slot engine (:mod:`trice.engine`) does not cover (sliding-window or soft-capped
+attention) and as the reference the engine is tested against. Row i's input is the prefix, then
+its prompt; prompts of different lengths are left-padded *between* the prefix and the prompt; pads
+get attention mask 0 and positions are ``cumsum(mask) - 1``, so every row sees exactly what it would
+see alone. Same randomness as the engine: the t-th token of row i uses ``uniforms(key, i, t)``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import DynamicCache
+
+from .engine import Rows
+from .randomness import inverse_cdf, uniforms
+
+
+def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,
+        stop: tuple[str, ...], stop_ids: set[int], batch_size: int) -> Rows:
+    n = len(ids)
+    tokens = torch.zeros(n, max_new_tokens, dtype=torch.long)
+    count = torch.zeros(n, dtype=torch.long)
+    finished = torch.zeros(n, dtype=torch.bool)
+    prefix = policy.prefix_embeds()
+    # Cache all prefix tokens but the last; the last one is fed with each prompt so that every row
+    # has at least one input token (empty prompts are fine with a prefix).
+    prefix_cache = DynamicCache(config=policy.base_model.config)
+    if prefix.shape[0] > 1:
+        ones = torch.ones(1, prefix.shape[0] - 1, dtype=torch.long, device=prefix.device)
+        policy.forward(prefix[None, :-1], ones, position_ids=ones.cumsum(-1) - 1,
+                       past_key_values=prefix_cache, use_cache=True, logits_to_keep=1)
+    order = sorted(range(n), key=lambda i: -len(ids[i]))  # little padding per batch
+    for start in range(0, n, batch_size):
+        rows = order[start:start + batch_size]
+        out = _batch(policy, [ids[i] for i in rows], [row_ids[i] for i in rows], key, prefix, prefix_cache,
+                     max_new_tokens, temperature, stop, stop_ids)
+        for i, (toks, done) in zip(rows, out):
+            tokens[i, :len(toks)] = torch.tensor(toks, dtype=torch.long)
+            count[i], finished[i] = len(toks), done
+    return Rows(tokens, count, finished)
+
+
+def _batch(policy, ids, row_ids, key, prefix, prefix_cache, max_new_tokens, temperature, stop, stop_ids):
+    tok, device = policy.tokenizer, policy.device
+    n, num_prefix = len(ids), prefix.shape[0]
+    first = max(num_prefix - 1, 0)  # prefix columns already in the prefix cache
+    lead = num_prefix - first  # the last prefix token, fed right before each prompt (0 or 1)
+    width = max(len(x) for x in ids) + lead
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros(n, first + width, dtype=torch.long)
+    mask[:, :first] = 1
+    starts = []
+    for r, x in enumerate(ids):  # left-pad: [last prefix token, prompt] ends at the last column
+        if x:
+            input_ids[r, width - len(x):] = torch.tensor(x)
+        mask[r, first + width - len(x) - lead:] = 1
+        starts.append(width - len(x) - lead)
+    mask = mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, first:]
+    embeds = policy.embed(input_ids)
+    if lead:
+        embeds[torch.arange(n), torch.tensor(starts)] = prefix[-1].to(embeds.dtype)
+    cache = copy.deepcopy(prefix_cache)  # the shared prefix, repeated over the batch
+    cache.batch_repeat_interleave(n)
+
+    stop_tensor = torch.tensor(sorted(stop_ids), device=device)
+    tail = max([len(s) for s in stop] + [0]) + 1  # trailing tokens enough to contain any stop string
+    generated = [[] for _ in range(n)]
+    finished = [False] * n
+    active = list(range(n))  # original row of each row still in the batch
+    rows = torch.tensor(row_ids, dtype=torch.long)  # each live row's id in the call, for its randomness
+    for t in range(max_new_tokens):
+        out = policy.forward(embeds, mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        if temperature == 0:
+            next_ids = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            next_ids = inverse_cdf(probs, uniforms(key, rows, t).to(probs.device))
+        done = torch.isin(next_ids, stop_tensor).tolist()
+        for r, token in zip(active, next_ids.tolist()):
+            generated[r].append(token)
+        live = [k for k, d in enumerate(done) if not d]
+        if stop and live:
+            tails = tok.batch_decode([generated[active[k]][-tail:] for k in live], skip_special_tokens=True)
+            for k, text in zip(live, tails):
+                done[k] = any(s and s in text for s in stop)
+        for k, d in enumerate(done):
+            finished[active[k]] |= d
+        if all(done):
+            break
+        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+        pos = pos[:, -1:] + 1
+        if any(done):
+            keep = [k for k, d in enumerate(done) if not d]
+            idx = torch.tensor(keep, device=device)
+            cache.batch_select_indices(idx)
+            mask, pos, next_ids, rows = mask[idx], pos[idx], next_ids[idx], rows[keep]
+            active = [active[k] for k in keep]
+        embeds = policy.embed(next_ids[:, None])
+    return list(zip(generated, finished))

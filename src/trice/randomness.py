@@ -1,0 +1,52 @@
+"""Counter-based sampling randomness: a row's draws are a function of (key, row, token index) only.
+
+Written by hand: torch's generators are streams, so a row's draws would depend on the other rows of
+its batch. A stateless hash of (key, row, step) gives every row its own reproducible uniforms in one
+vectorised call, so a row's sample does not depend on its batch, its slot in the engine, when it was
+refilled, or which process samples it. All arithmetic stays below 2**63 in int64 (32-bit words,
+16-bit multiplier halves).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import TriceError
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (lowbias32: full avalanche), on int64 tensors holding 32-bit words."""
+    x = x & _MASK32
+    x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+    x = _mul32(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniforms(key: int, rows: torch.Tensor, step) -> torch.Tensor:
+    """float64 uniforms in [0, 1) with 53 random bits, one per row, a function of (key, row, step):
+    two independent 32-bit lanes, each seeded from both halves of the key. ``step`` is an int or a
+    tensor of one step per row (the row's token index)."""
+    k_lo, k_hi = torch.tensor([key & _MASK32]), torch.tensor([(key >> 32) & _MASK32])
+    t = step.long() if isinstance(step, torch.Tensor) else torch.tensor([step])
+    lanes = []
+    for salt in (0x68E31DA4, 0x1B56C4E9):
+        seed = _hash32(k_lo ^ _hash32(k_hi ^ salt))
+        lanes.append(_hash32(_hash32(seed ^ rows) ^ _hash32(t ^ salt)))
+    hi, lo = lanes
+    return ((hi >> 11).double() * 2.0 ** 32 + lo.double()) / 2.0 ** 53
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Row-wise draws from ``probs`` [n, V] at uniforms ``u`` [n]: the first index whose cumulative
+    probability exceeds u * total (float64, so zero-probability tokens are never drawn)."""
+    cdf = probs.double().cumsum(-1)
+    if not torch.isfinite(cdf[:, -1]).all():
+        raise TriceError("the model produced non-finite probabilities while sampling (NaN/inf logits)")
+    target = (u.double() * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
