@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo bench clean
+.PHONY: venv test test-slow demo bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# `make gpu-check`: a few TRICE steps, sampler vs generate, scoring MFU and peak memory on a model with
+# Qwen2.5-0.5B's shape (random weights, bf16) on CUDA; on a machine without a GPU the same on the CPU.
+# GPU_CHECK_ARGS="--tiny" for a seconds-long CPU run.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

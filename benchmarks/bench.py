@@ -83,15 +83,19 @@ def profile(b: Bench, out_dir: Path):
               for k, v in shapes.items()]
     (out_dir / "probes.txt").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
+    from trice.prompts import rationale_prompt
+    from trice.sampler import DEFAULT_BATCH_SIZE
+
+    prompts = [rationale_prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
     with no_stop_tokens():
-        sample(policy, b.prompts, max_new_tokens=8, temperature=1.0, stop=(), batch_size=16)  # warm
+        sample(policy, prompts[:8], max_new_tokens=8, temperature=1.0, stop=(), batch_size=8)  # warm
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
-            out = sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(), batch_size=16,
+            out = sample(policy, prompts, max_new_tokens=64, temperature=1.0, stop=(), batch_size=DEFAULT_BATCH_SIZE,
                          generator=torch.Generator().manual_seed(0))
             wall = time.perf_counter() - t0
-    write_profile(prof, out_dir / "sampling.txt", "sampler: 16 rows x 64 tokens, LoRA", wall)
-    conts = [s.text + END_OF_RATIONALE for s in out]
+    write_profile(prof, out_dir / "sampling.txt", f"sampler: {DEFAULT_BATCH_SIZE} rows x 64 tokens, LoRA merged", wall)
+    conts = [s.text + END_OF_RATIONALE for s in out[:len(b.prompts)]]
     params = policy.trainable_parameters()
     loss = -score(policy, b.prompts, conts).mean()
     loss.backward()
@@ -140,8 +144,6 @@ def main(argv=None) -> int:
                              "needs it to run until it gets there; the equal-token accuracy is reported too)")
     parser.add_argument("--reuse-star", action="store_true",
                         help="reuse a finished STaR run in --tta-dir instead of training it again")
-    parser.add_argument("--no-batch-scaling", dest="batch_scaling", action="store_false",
-                        help="skip the extra 64-row sampling measurement")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other figures of an existing --out file (each still measured within one run)")
     parser.add_argument("--no-profile", dest="profile", action="store_false",

@@ -16,51 +16,73 @@ import torch
 from bench_common import (ROOT, TASK, TASK_OPTIONS, log, exemplars_file, model_shape, lora_params, no_stop_tokens, timed, sampling_flops, scoring_flops, Bench)  # noqa: E402
 
 
+def peak_rss_during(fn, interval: float = 0.002) -> int:
+    """Peak resident memory above the level before ``fn()`` (bytes), sampled from /proc by a thread."""
+    import os
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    import gc
+
+    gc.collect()
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], rss()) - base
+
+
 # ------------------------------------------------------------------------------------------ the figures
 def fig_sampling(b: Bench):
-    """sampling_mfu: trice.sampler.sample, LoRA policy, 16 prompts, 64 forced new tokens at temperature 1."""
+    """sampling_mfu: trice.sampler.sample, LoRA policy, 64 prompts in the engine's default 64 decode rows, 64
+    forced new tokens at temperature 1 (also measured at 16 rows, the figure's setting before the slot engine)."""
     from trice.prompts import rationale_prompt
-    from trice.sampler import sample
+    from trice.sampler import DEFAULT_BATCH_SIZE, sample
 
     policy = b.lora_policy()
     peak = b.probe(b.shape)
     tok = policy.tokenizer
     prefix_len = len(policy.prefix_ids)
-    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
     gen = torch.Generator().manual_seed(0)
+    results = {}
+    for rows in (DEFAULT_BATCH_SIZE, 16):
+        prompts = [rationale_prompt(e.question) for e in b.task.test[:rows]]
+        prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
 
-    def run():
-        return sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen, batch_size=16)
+        def run():
+            return sample(policy, prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen, batch_size=rows)
 
-    with no_stop_tokens():
-        secs, times, out = timed(run, b.args.reps)
-    b.sampled_texts = [s.text for s in out]
-    flops = sampling_flops(b.shape, prefix_len, prompt_lens, [s.num_tokens for s in out])
-    achieved = flops["model_flops"] / secs
-    new_tokens = sum(s.num_tokens for s in out)
-    b.record("sampling", achieved / peak, {
-        "seconds_median": secs, "seconds": times, "new_tokens": new_tokens, "tokens_per_s": new_tokens / secs,
-        "achieved_flops_per_s": achieved, "peak_flops_per_s": peak, "prefix_tokens": prefix_len,
-        "prompt_tokens_mean": statistics.mean(prompt_lens), "rows": len(b.prompts), **flops,
-        "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
-        "model": b.shape, "policy": "lora r=8 all-linear"})
-    log(f"  {new_tokens} tokens in {secs:.2f} s = {new_tokens / secs:.1f} tok/s, "
-        f"{achieved / 1e9:.1f} GFLOP/s model, peak {peak / 1e9:.1f}")
-    if b.args.batch_scaling:  # the same measurement with 4x the rows (one run): how MFU scales with batch
-        prompts64 = [rationale_prompt(e.question) for e in b.task.test[:64]]
-        lens64 = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts64]
         with no_stop_tokens():
-            t0 = time.perf_counter()
-            out64 = sample(policy, prompts64, max_new_tokens=64, temperature=1.0, stop=(), generator=gen,
-                           batch_size=64)
-            secs64 = time.perf_counter() - t0
-        f64 = sampling_flops(b.shape, prefix_len, lens64, [s.num_tokens for s in out64])
-        b.results["figures"]["sampling_mfu"]["batch_64"] = {
-            "seconds": secs64, "tokens_per_s": sum(s.num_tokens for s in out64) / secs64,
-            "mfu": f64["model_flops"] / secs64 / peak}
-        b.write()
-        log(f"  (64 rows: {sum(s.num_tokens for s in out64) / secs64:.1f} tok/s, "
-            f"MFU {f64['model_flops'] / secs64 / peak:.3f})")
+            secs, times, out = timed(run, b.args.reps if rows == DEFAULT_BATCH_SIZE else 1)
+        flops = sampling_flops(b.shape, prefix_len, prompt_lens, [s.num_tokens for s in out])
+        new_tokens = sum(s.num_tokens for s in out)
+        results[rows] = {"seconds_median": secs, "seconds": times, "new_tokens": new_tokens,
+                         "tokens_per_s": new_tokens / secs, "mfu": flops["model_flops"] / secs / peak,
+                         "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
+                         "prompt_tokens_mean": statistics.mean(prompt_lens), **flops}
+        log(f"  {rows} rows: {new_tokens} tokens in {secs:.2f} s = {new_tokens / secs:.1f} tok/s, "
+            f"MFU {results[rows]['mfu']:.3f}")
+        if rows == 16:
+            b.sampled_texts = [s.text for s in out]
+    main = results[DEFAULT_BATCH_SIZE]
+    b.record("sampling", main["mfu"], {**main, "rows": DEFAULT_BATCH_SIZE, "rows_16": results[16],
+                                       "peak_flops_per_s": peak, "prefix_tokens": prefix_len, "model": b.shape,
+                                       "policy": "lora r=8 all-linear (merged while sampling)"})
 
 
 def fig_scoring(b: Bench):
@@ -98,6 +120,19 @@ def fig_scoring(b: Bench):
 
     secs, times, _ = timed(fwd_bwd, b.args.reps)
     fsecs, ftimes, _ = timed(fwd, b.args.reps)
+    # Peak memory of one score + backward above the resting process, chunked LM head vs whole logits
+    import trice.scorer as scorer
+
+    memory = {"chunked_lm_head": peak_rss_during(fwd_bwd)}
+    plain_head = scorer._plain_head
+    scorer._plain_head = lambda config: False  # the [rows, length, vocab] logits at once, as before
+    try:
+        memory["whole_logits"] = peak_rss_during(fwd_bwd)
+        whole_secs, _, _ = timed(fwd_bwd, 1)
+    finally:
+        scorer._plain_head = plain_head
+    log(f"  peak memory above rest: chunked {memory['chunked_lm_head'] / 2 ** 20:.0f} MiB, whole logits "
+        f"{memory['whole_logits'] / 2 ** 20:.0f} MiB; whole-logits fwd+bwd {whole_secs:.2f} s")
     n_lora = lora_params(policy)
     flops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens)
     fflops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens, backward=False)
@@ -108,15 +143,18 @@ def fig_scoring(b: Bench):
         "continuation_tokens_mean": statistics.mean(cont_lens), "n_lora_params": n_lora, **flops,
         "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
         "forward_only_seconds_median": fsecs, "forward_only_mfu": fflops["model_flops"] / fsecs / peak,
+        "peak_memory_bytes": memory, "whole_logits_seconds": whole_secs,
         "padded_tokens_computed": max(prefix_len - 1, 0) + len(conts) * (1 + max(prompt_lens) + max(cont_lens))})
     log(f"  fwd+bwd {secs:.2f} s ({achieved / 1e9:.1f} GFLOP/s); forward only {fsecs:.2f} s "
         f"(MFU {fflops['model_flops'] / fsecs / peak:.3f})")
 
 
 def fig_generate(b: Bench):
-    """sampler_vs_generate: the plain model (no adapter) both ways; 16 prompts, 64 forced tokens, temperature 1."""
+    """sampler_vs_generate: the plain model (no adapter) both ways; 64 prompts (the sampler's default decode
+    batch, and one batch for generate), 64 forced tokens, temperature 1."""
     from trice.model import Policy
-    from trice.sampler import sample
+    from trice.prompts import rationale_prompt
+    from trice.sampler import DEFAULT_BATCH_SIZE, sample
 
     model, tok = b.fresh_model()
     shape = model_shape(model)
@@ -124,15 +162,16 @@ def fig_generate(b: Bench):
     ids = torch.tensor(tok(b.prefix, add_special_tokens=False).input_ids, dtype=torch.long)
     policy = Policy(model, model, tok, "full", b.prefix, ids)  # plain model, hard prefix, nothing trainable
     gen = torch.Generator().manual_seed(0)
+    prompts = [rationale_prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
 
     def ours():
         with no_stop_tokens():
-            out = sample(policy, b.prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen,
-                         batch_size=len(b.prompts))
+            out = sample(policy, prompts, max_new_tokens=64, temperature=1.0, stop=(), generator=gen,
+                         batch_size=len(prompts))
         return sum(s.num_tokens for s in out)
 
     tok.padding_side = "left"
-    enc = tok([b.prefix + p for p in b.prompts], return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok([b.prefix + p for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(0)
 
     def theirs():
@@ -150,12 +189,12 @@ def fig_generate(b: Bench):
         n_theirs = theirs()
         t_theirs.append(time.perf_counter() - t0)
     ours_tps, theirs_tps = n_ours / statistics.median(t_ours), n_theirs / statistics.median(t_theirs)
-    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in b.prompts]
-    flops = sampling_flops(shape, len(ids), prompt_lens, [64] * len(b.prompts))
+    prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
+    flops = sampling_flops(shape, len(ids), prompt_lens, [64] * len(prompts))
     b.record("generate", ours_tps / theirs_tps, {
         "ours_tokens_per_s": ours_tps, "generate_tokens_per_s": theirs_tps, "ours_seconds": t_ours,
         "generate_seconds": t_theirs, "ours_new_tokens": n_ours, "generate_new_tokens": n_theirs,
-        "rows": len(b.prompts), "generate_input_width": int(enc.input_ids.shape[1]),
+        "rows": len(prompts), "generate_input_width": int(enc.input_ids.shape[1]),
         "ours_mfu_plain": flops["model_flops"] / statistics.median(t_ours) / peak,
         "settings": "plain model; sampler stop=() with EOS disabled, generate min_new_tokens=max_new_tokens=64, "
                     "do_sample, temperature 1, top_k 0, top_p 1, left padding"})

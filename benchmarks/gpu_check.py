@@ -5,7 +5,8 @@ No weights can be downloaded on a GPU machine, so the model is built from Qwen2.
 bfloat16 on CUDA (float32 on the CPU); its tokenizer is a character-level one padded to the model's
 vocabulary. The check:
 
-1. runs a few TRICE training steps end to end, LoRA and soft prompt (memory initialisation, proposals,
+1. runs a few TRICE training steps end to end, LoRA and soft prompt, on chain_sum questions with a coin-flip
+   check (a random model never answers right; see coin_task) (memory initialisation, proposals,
    the MH step, scoring, backward, the optimiser, a held-out evaluation);
 2. reports sampled tokens/s of trice's sampler against ``model.generate`` with the same prompts and
    lengths (64 rows, every row forced to max_new_tokens);
@@ -82,14 +83,29 @@ def matmul_peak(device: str, dtype) -> float:
     return 2 * n ** 3 / best
 
 
+def coin_task():
+    """chain_sum's questions, with a check a random model passes half the time (the rationale's character
+    codes sum to an even number): a model with random weights never answers right, and TRICE would then
+    score nothing; with this check proposals are accepted and rejected, and every step scores and
+    backpropagates."""
+    from trice.tasks import Task, get_task
+
+    class Coin(Task):
+        def check(self, rationale, example):
+            return sum(map(ord, rationale)) % 2 == 0
+
+    base = get_task("gym/chain_sum", seed=0, min_terms=2, max_terms=3, min_digits=1, max_digits=1, n_train=64,
+                    n_test=16)
+    return Coin("coin-chain-sum", base.train, base.test)
+
+
 def train_steps(model_fn, params: str, steps: int, out: Path, device: str) -> dict:
     from trice import TrainConfig, train
     from trice.initialise import save_exemplars
-    from trice.tasks import Example, get_task
+    from trice.tasks import Example
 
     model, tok = model_fn()
-    task = get_task("gym/chain_sum", seed=0, min_terms=2, max_terms=3, min_digits=1, max_digits=1, n_train=64,
-                    n_test=16)
+    task = coin_task()
     exemplars = out / "exemplars.jsonl"
     save_exemplars([Example(q, a, rationale=r) for q, r, a in HAND_EXEMPLARS], exemplars)
     config = TrainConfig(params=params, method="trice", steps=steps, batch_size=8, subsample=8, max_new_tokens=32,

@@ -62,7 +62,7 @@ class TrainConfig:
     max_grad_norm: float | None = _f(None, "clip the gradient norm (off by default, as the reference)")
     temperature: float = _f(1.0, "proposal temperature; 1.0 is exact TRICE, other values an approximation")
     max_new_tokens: int = _f(64, "maximum rationale length in tokens")
-    sample_batch_size: int = _f(32, "rows per sampling batch")
+    sample_batch_size: int = _f(64, "decode rows of the sampling engine (slots refilled as rows finish)")
     # --- initialisation (ALGORITHM.md section 2)
     exemplars: str | None = _f(None, "JSONL file of exemplars {question, rationale, answer} instead of searching")
     num_exemplars: int = _f(3, "exemplars in the prompt")

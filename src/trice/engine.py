@@ -1,8 +1,9 @@
 """The torch sampling engine: a pre-allocated KV cache whose rows are refilled as they finish.
 
 ``B`` slots share one KV cache of ``L`` columns, allocated once. The shared prefix (all its tokens but
-the last) is computed once at batch 1 and copied into columns ``[0, P0)`` of every slot. Every
-decode step writes each slot's new key/value at the same column ``c`` and advances ``c``; a slot's
+the last) is computed once at batch 1 and kept once, not per slot: every query attends to it through
+one matmul over all the slots' queries (compute-bound), and only the slots' own columns are read per
+slot (memory-bound), as in cascade/shared-prefix attention. Every decode step writes each slot's new key/value at the same column ``c`` and advances ``c``; a slot's
 own tokens may sit at any columns, because what a token attends to is decided by a per-slot mask of
 valid columns and where it is in the sequence by its explicit position id (rotary embeddings are
 applied before caching). So:
@@ -47,9 +48,10 @@ ATTENTION = "trice_slots"
 
 # ------------------------------------------------------------------------------------------ attention
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Attention with an additive ``[B, 1, q, L]`` mask; query heads grouped by their key/value head
-    (head h uses key/value head h // groups, as transformers' ``repeat_kv``), so the cache is read
-    once and never copied. Returns ``([B, q, H, D], None)`` as transformers' attention functions do."""
+    """Attention with an additive ``[B, 1, q, L]`` mask over the slots' own columns, plus the shared
+    prefix of the active :class:`SlotCache` (unmasked, once for all slots). Query heads are grouped by
+    their key/value head (head h uses key/value head h // groups, as transformers' ``repeat_kv``), so
+    no cache is copied. Returns ``([B, q, H, D], None)`` as transformers' attention functions do."""
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
@@ -57,9 +59,26 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
     scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, kv_heads, groups, q_len, -1)
     scores = scores.float() * scaling + attention_mask[:, :, None]
-    probs = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, -1)
-    out = torch.matmul(probs, value).view(batch, heads, q_len, dim)
+    prefix = _ACTIVE[0].prefix(module.layer_idx) if _ACTIVE else None
+    if prefix is None:
+        probs = scores.softmax(-1).to(value.dtype).view(batch, kv_heads, groups * q_len, -1)
+        out = torch.matmul(probs, value)
+    else:  # the shared prefix: one [kv_heads, B * groups * q, D] x [kv_heads, D, P] matmul for all slots
+        p_keys, p_values = prefix  # [kv_heads, P, D]
+        stacked = grouped.transpose(0, 1).reshape(kv_heads, batch * groups * q_len, dim)
+        p_scores = torch.matmul(stacked, p_keys.transpose(-1, -2)).float() * scaling
+        p_scores = p_scores.view(kv_heads, batch, groups, q_len, -1).transpose(0, 1)
+        probs = torch.cat([p_scores, scores], dim=-1).softmax(-1).to(value.dtype)
+        num_prefix = p_keys.shape[1]
+        own = probs[..., num_prefix:].reshape(batch, kv_heads, groups * q_len, -1)
+        shared = probs[..., :num_prefix].transpose(0, 1).reshape(kv_heads, batch * groups * q_len, num_prefix)
+        out = torch.matmul(own, value) + torch.matmul(shared, p_values).view(
+            kv_heads, batch, groups * q_len, dim).transpose(0, 1)
+    out = out.reshape(batch, heads, q_len, dim)
     return out.transpose(1, 2).contiguous(), None
+
+
+_ACTIVE: list = []  # the SlotCache whose forward is running (its shared prefix is read by slot_attention)
 
 
 def _register_attention() -> None:
@@ -93,6 +112,7 @@ class _UseSlotAttention:
 
     def __exit__(self, *exc):
         self.config._attn_implementation = self.previous
+        _ACTIVE.clear()
         return False
 
 
@@ -110,6 +130,7 @@ class SlotCache:
         self.batch, self.length = batch, length
         self.keys: list[torch.Tensor | None] = []
         self.values: list[torch.Tensor | None] = []
+        self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, [kv_heads, P, D] each
         self.rows: torch.Tensor | None = None
         self.start, self.upto = 0, length
 
@@ -133,6 +154,9 @@ class SlotCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.start
+
+    def prefix(self, layer_idx: int):
+        return self.prefix_kv[layer_idx] if self.prefix_kv else None
 
     def select(self, slots: torch.Tensor) -> None:
         """Keep only ``slots`` (shrink the batch)."""
@@ -203,28 +227,23 @@ class _Engine:
         if prefix.shape[0] == 0 and any(len(x) == 0 for x in ids):
             raise TriceError("cannot sample from an empty prompt without a prefix")
         self.prefix_last = prefix[-1:] if prefix.shape[0] else prefix[:0]
-        self.p0 = max(prefix.shape[0] - 1, 0)  # prefix columns cached once
+        self.p0 = max(prefix.shape[0] - 1, 0)  # prefix tokens cached once, shared by every slot
         self.width = max(len(x) for x in ids) + (1 if prefix.shape[0] else 0)  # widest prompt input
         self.batch = min(batch_size, len(ids))
-        length = self.p0 + self.width + 2 * max_new_tokens + 8
+        length = self.width + 2 * max_new_tokens + 8  # the slots' own columns
         self.cache = SlotCache(self.batch, length)
         self.length = length
         self.valid = torch.zeros(self.batch, length, dtype=torch.bool, device=device)
-        self.valid[:, :self.p0] = True
-        if self.p0:  # the shared prefix, once, at batch 1, copied into every slot
+        if self.p0:  # the shared prefix, once, at batch 1
             one = SlotCache(1, self.p0)
             ones = torch.ones(1, self.p0, dtype=torch.long, device=device)
-            mask = torch.zeros(1, 1, self.p0, self.p0, device=device, dtype=torch.float32)
-            mask.masked_fill_(torch.ones(self.p0, self.p0, dtype=torch.bool, device=device).triu(1), float("-inf"))
-            policy.forward(prefix[None, :-1], mask.to(prefix.dtype), position_ids=ones.cumsum(-1) - 1,
-                           past_key_values=one, use_cache=True, logits_to_keep=1)
-            for layer in range(len(one.keys)):
-                for mine, theirs in ((self.cache.keys, one.keys), (self.cache.values, one.values)):
-                    while len(mine) <= layer:
-                        mine.append(None)
-                    t = theirs[layer]
-                    mine[layer] = t.new_zeros((self.batch, t.shape[1], length, t.shape[3]))
-                    mine[layer][:, :, :self.p0] = t
+            causal = torch.ones(self.p0, self.p0, dtype=torch.bool, device=device).triu(1)
+            mask = torch.zeros(1, 1, self.p0, self.p0, device=device, dtype=prefix.dtype)
+            mask.masked_fill_(causal, torch.finfo(prefix.dtype).min)
+            policy.forward(prefix[None, :-1], mask, position_ids=ones.cumsum(-1) - 1, past_key_values=one,
+                           use_cache=True, logits_to_keep=1)
+            self.cache.prefix_kv = [(k[0], v[0]) for k, v in zip(one.keys, one.values)]
+        _ACTIVE[:] = [self.cache]
         vocab = policy.base_model.get_output_embeddings().weight.shape[0] \
             if policy.base_model.get_output_embeddings() is not None else len(policy.tokenizer)
         self.stop_ids_cpu = torch.tensor(sorted(stop_ids), dtype=torch.long)
@@ -238,7 +257,7 @@ class _Engine:
         self.slot_t = torch.zeros(b, dtype=torch.long, device=device)  # tokens generated
         self.last = torch.zeros(b, dtype=torch.long, device=device)  # last token of each slot
         self.queue = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # long prompts first
-        self.column = self.p0 + self.width
+        self.column = self.width  # the next decode step writes this column of every slot
 
     # ------------------------------------------------------------------------------------ main loop
     def loop(self):
@@ -287,7 +306,7 @@ class _Engine:
         if lead:
             embeds[torch.arange(r), torch.tensor(starts)] = self.prefix_last.to(embeds.dtype)
         positions = (self.p0 + own.long().cumsum(-1) - 1).clamp(min=0)
-        self.valid[slots, self.p0:] = False
+        self.valid[slots] = False
         self.valid[slots, c - w:c] = own
         # mask [r, 1, w, c]: the slot's valid columns before the block, and causal within it; every
         # query may see itself (pads too, so that no row of scores is all -inf)
@@ -331,7 +350,7 @@ class _Engine:
         if self.temperature == 0:
             next_ids = logits.argmax(-1)
         else:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
+            probs = torch.softmax(logits if self.temperature == 1 else logits / self.temperature, dim=-1)
             u = uniforms(self.key, self.row_ids[rows.cpu()], t.cpu()).to(probs.device)
             next_ids = inverse_cdf(probs, u)
         rows_cpu, t_cpu, next_cpu = rows.cpu(), t.cpu(), next_ids.cpu()
@@ -356,22 +375,19 @@ class _Engine:
 
     # ----------------------------------------------------------------------------------- housekeeping
     def pack(self) -> None:
-        """Move every slot's valid columns (after the prefix) to the left, in order."""
-        p0, c = self.p0, self.column
-        valid = self.valid[:, p0:c]
-        counts = valid.sum(-1)
-        width = max(int(counts.max()), self.width)
+        """Move every slot's valid columns to the left, in order."""
+        c = self.column
+        valid = self.valid[:, :c]
+        width = max(int(valid.sum(-1).max()), self.width)
         index = torch.zeros(self.batch, width, dtype=torch.long, device=self.device)
         new_valid = torch.zeros(self.batch, self.length, dtype=torch.bool, device=self.device)
-        new_valid[:, :p0] = True
         for b in range(self.batch):
-            cols = valid[b].nonzero().flatten() + p0
-            index[b, width - len(cols):] = cols
-            index[b, :width - len(cols)] = p0  # unused, masked
-            new_valid[b, p0 + width - len(cols):p0 + width] = True
-        self.cache.gather_columns(p0, index)
+            cols = valid[b].nonzero().flatten()
+            index[b, width - len(cols):] = cols  # the columns before them are unused and masked
+            new_valid[b, width - len(cols):width] = True
+        self.cache.gather_columns(0, index)
         self.valid = new_valid
-        self.column = p0 + width
+        self.column = width
 
     def shrink(self, keep: torch.Tensor) -> None:
         """Keep only the slots ``keep`` (the queue is empty and most slots are done)."""

@@ -42,9 +42,40 @@ def uniforms(key: int, rows: torch.Tensor, step) -> torch.Tensor:
     return ((hi >> 11).double() * 2.0 ** 32 + lo.double()) / 2.0 ** 53
 
 
-def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Row-wise draws from ``probs`` [n, V] at uniforms ``u`` [n]: the first index whose cumulative
-    probability exceeds u * total (float64, so zero-probability tokens are never drawn)."""
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """Row-wise draws from ``probs`` [n, V] (need not sum to 1) at uniforms ``u`` [n]: the first index
+    whose cumulative probability exceeds u * total, in float64, so zero-probability tokens are never drawn.
+
+    Two levels, so that the sequential float64 cumsum runs over V / block block sums and one block per
+    row instead of all V entries (the flat cumsum cost ~9 ms per decode step at [64, 49152] on 2 CPU
+    threads): pick the block, then the index inside it. A row whose pick lands on a zero-probability
+    token (possible only when u * total falls within float64 rounding of a block boundary) is redrawn
+    with the flat cumulative sum."""
+    n, vocab = probs.shape
+    if vocab <= 4 * block:
+        return _flat_inverse_cdf(probs, u)
+    pad = (-vocab) % block
+    padded = torch.nn.functional.pad(probs, (0, pad)) if pad else probs
+    sums = padded.view(n, -1, block).sum(-1, dtype=torch.float64)
+    block_cdf = sums.cumsum(-1)
+    total = block_cdf[:, -1]
+    if not torch.isfinite(total).all():
+        raise TriceError("the model produced non-finite probabilities while sampling (NaN/inf logits)")
+    target = u.to(torch.float64) * total
+    chosen = torch.searchsorted(block_cdf, target[:, None], right=True).squeeze(-1).clamp(max=block_cdf.shape[1] - 1)
+    before = torch.where(chosen > 0, block_cdf.gather(1, (chosen - 1).clamp(min=0)[:, None]).squeeze(-1),
+                         torch.zeros_like(total))
+    inside = padded.view(n, -1, block).gather(1, chosen[:, None, None].expand(n, 1, block)).squeeze(1)
+    inner = inside.to(torch.float64).cumsum(-1)
+    offset = torch.searchsorted(inner, (target - before)[:, None], right=True).squeeze(-1).clamp(max=block - 1)
+    index = (chosen * block + offset).clamp(max=vocab - 1)
+    bad = probs.gather(1, index[:, None]).squeeze(-1) <= 0
+    if bool(bad.any()):
+        index[bad] = _flat_inverse_cdf(probs[bad], u[bad])
+    return index
+
+
+def _flat_inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = probs.double().cumsum(-1)
     if not torch.isfinite(cdf[:, -1]).all():
         raise TriceError("the model produced non-finite probabilities while sampling (NaN/inf logits)")
