@@ -85,10 +85,23 @@ def fig_sampling(b: Bench):
                                        "policy": "lora r=8 all-linear (merged while sampling)"})
 
 
+def scoring_memory(b: Bench, prompts, conts) -> dict:
+    """{"chunked": bytes, "whole": bytes}: peak memory of one score + backward, one fresh process each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "rows.json"
+        rows.write_text(json.dumps({"prefix": b.prefix, "prompts": prompts, "continuations": conts}))
+        out = {}
+        for mode in ("chunked", "whole"):
+            proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scoring_memory.py"), str(rows),
+                                   "--mode", mode], capture_output=True, text=True, check=True)
+            out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"]
+        return out
+
+
 def fig_scoring(b: Bench):
     """scoring_mfu: trice.scorer.score + backward of -sum(coefs * logp), LoRA, the 16 prompts with 64-token
     continuations (the sampling figure's, or sampled here)."""
-    from trice.prompts import END_OF_RATIONALE
+    from trice.prompts import END_OF_RATIONALE, rationale_prompt
     from trice.sampler import sample
     from trice.scorer import score
 
@@ -120,19 +133,14 @@ def fig_scoring(b: Bench):
 
     secs, times, _ = timed(fwd_bwd, b.args.reps)
     fsecs, ftimes, _ = timed(fwd, b.args.reps)
-    # Peak memory of one score + backward above the resting process, chunked LM head vs whole logits
-    import trice.scorer as scorer
-
-    memory = {"chunked_lm_head": peak_rss_during(fwd_bwd)}
-    plain_head = scorer._plain_head
-    scorer._plain_head = lambda config: False  # the [rows, length, vocab] logits at once, as before
-    try:
-        memory["whole_logits"] = peak_rss_during(fwd_bwd)
-        whole_secs, _, _ = timed(fwd_bwd, 1)
-    finally:
-        scorer._plain_head = plain_head
-    log(f"  peak memory above rest: chunked {memory['chunked_lm_head'] / 2 ** 20:.0f} MiB, whole logits "
-        f"{memory['whole_logits'] / 2 ** 20:.0f} MiB; whole-logits fwd+bwd {whole_secs:.2f} s")
+    # Peak memory of one score + backward, chunked LM head vs whole logits, each in a fresh process
+    # (benchmarks/scoring_memory.py), for these 16 rows and for 64 (the logits grow with the rows).
+    memory = scoring_memory(b, b.prompts, conts)
+    wide = [rationale_prompt(e.question) for e in b.task.test[:64]]
+    memory_64 = scoring_memory(b, wide, (conts * 4)[:64])
+    log(f"  peak memory above rest, 16 rows: chunked {memory['chunked'] / 2 ** 20:.0f} MiB, whole logits "
+        f"{memory['whole'] / 2 ** 20:.0f} MiB; 64 rows: {memory_64['chunked'] / 2 ** 20:.0f} vs "
+        f"{memory_64['whole'] / 2 ** 20:.0f} MiB")
     n_lora = lora_params(policy)
     flops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens)
     fflops = scoring_flops(b.shape, n_lora, prefix_len, prompt_lens, cont_lens, backward=False)
@@ -143,7 +151,7 @@ def fig_scoring(b: Bench):
         "continuation_tokens_mean": statistics.mean(cont_lens), "n_lora_params": n_lora, **flops,
         "mfu_with_attention": (flops["model_flops"] + flops["attention_flops"]) / secs / peak,
         "forward_only_seconds_median": fsecs, "forward_only_mfu": fflops["model_flops"] / fsecs / peak,
-        "peak_memory_bytes": memory, "whole_logits_seconds": whole_secs,
+        "peak_memory_bytes_16_rows": memory, "peak_memory_bytes_64_rows": memory_64,
         "padded_tokens_computed": max(prefix_len - 1, 0) + len(conts) * (1 + max(prompt_lens) + max(cont_lens))})
     log(f"  fwd+bwd {secs:.2f} s ({achieved / 1e9:.1f} GFLOP/s); forward only {fsecs:.2f} s "
         f"(MFU {fflops['model_flops'] / fsecs / peak:.3f})")

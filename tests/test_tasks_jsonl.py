@@ -78,10 +78,13 @@ def test_user_checker(tmp_path, qa, monkeypatch):
         task = get_task(f"jsonl:{qa}", checker=f"mychecks:{name}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            verdicts = [task.check(ex.rationale, ex) for ex in task.train]
+            verdicts = [task.verdict(ex.rationale, ex) for ex in task.train]
         assert verdicts == [False] * len(task.train)  # counted wrong, the run goes on
         assert len(caught) == 1 and problem in str(caught[0].message)  # reported once per task
         assert f"checker 'mychecks:{name}'" in str(caught[0].message)
+        # regression: a failing user checker used to hit `_warned = False` where a set was expected
+        # (TypeError: argument of type 'bool' is not iterable) once the base class reported it
+        assert task.verdicts([ex.rationale or "" for ex in task.train], task.train) == [False] * len(task.train)
     sys.modules.pop("mychecks", None)
 
 

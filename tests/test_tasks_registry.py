@@ -57,7 +57,8 @@ def test_gym_and_jsonl_names(tmp_path):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("gsm9k", r"unknown task 'gsm9k' \(known: gsm8k, bbh, bbh/<task>, gym/<dataset>, jsonl:<path>\)"),
+    ("gsm9k", r"unknown task 'gsm9k'; known families: bbh, gsm8k, gym, jsonl \(e.g. gsm8k, bbh/<task>, "
+              r"gym/<dataset>, jsonl:<path>\)"),
     ("bbh/nope", r"unknown BBH task 'bbh/nope'"),
     ("gsm8k/main", r"unknown task 'gsm8k/main': GSM8K has no subtasks"),
     ("jsonl", r"task 'jsonl' needs a path"),
@@ -71,3 +72,24 @@ def test_unknown_names(name, message):
 def test_gsm8k_rejects_unknown_options(tmp_path):
     with pytest.raises(TriceError, match=r"gsm8k: unknown option\(s\) n_train"):
         get_task("gsm8k", data_dir=str(tmp_path), n_train=10)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_terms": "abc"}, r"gym/chain_sum: option max_terms='abc' must be int, got str"),
+    ({"allow_negation": 1}, r"gym/chain_sum: option allow_negation=1 must be bool, got int"),
+    ({"max_trems": 3}, r"gym/chain_sum: unknown option 'max_trems' \(known: n_train, n_test, allow_negation"),
+])
+def test_gym_options_are_typed_and_named_in_errors(options, message):
+    with pytest.raises(TriceError, match=message):
+        get_task("gym/chain_sum", n_train=2, n_test=1, **options)
+
+
+def test_task_options_from_the_command_line_are_yaml_scalars(tmp_path, local_model):
+    from trice.cli import main
+
+    code = main(["train", "--model", str(local_model), "--task", "gym/chain_sum", "--task-option", "max_terms=abc",
+                 "--out", str(tmp_path / "r")])
+    assert code == 2  # a one-line error naming the option, not a comparison error inside reasoning-gym
+    from trice.cli import _parse_value
+
+    assert [_parse_value(v) for v in ("3", "0.5", "true", "[1, 2]", "abc")] == [3, 0.5, True, [1, 2], "abc"]

@@ -122,6 +122,13 @@ def cmd_eval(args) -> int:
     from .methods import make_method
 
     prompt = make_method(config.method, []).prompt  # the template the run trained with (pt-direct: none)
+    from .initialise import load_exemplars
+    from .lengths import drop_too_long
+    from .prompts import exemplar_prefix
+
+    if run.exemplars_path.exists():  # the questions the run evaluated on: those that fit the context
+        prefix = exemplar_prefix(load_exemplars(run.exemplars_path))
+        test_set = drop_too_long(tokenizer, model, test_set, config, "held-out", [(prefix, lambda e: prompt(e.question))])
     accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
                                      prompt=prompt)
     result = {"n_eval": len(test_set), "greedy_accuracy": accuracy,

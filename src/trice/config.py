@@ -18,14 +18,13 @@ from typing import Any
 import yaml
 
 from .errors import TriceError
+from .methods import METHODS  # the one list of methods, from the method registry
 
 # Default learning rates per parameterisation (Adam, cosine decay to 0.1x), chosen from measured
-# runs on SmolLM2-135M (../shared/docs/CALIBRATION.md, re-checked in this repo's demo): a soft
+# runs on SmolLM2-135M (the project's early calibration runs, re-checked in this repo's demo): a soft
 # prompt collapses at 0.3 (the embedding std is ~0.14) and is stable at 0.01-0.03; LoRA r=8 on all
 # linear layers rose fastest at 1e-3; full fine-tuning uses the usual small-model 1e-5.
 DEFAULT_LR = {"prompt": 0.03, "lora": 1e-3, "full": 1e-5}
-METHODS = ("trice", "trice-full", "trice-nocv", "star", "star-norat", "rs", "rloo", "pt-direct",
-           "sft-gold", "fewshot-cot")  # trice.methods.make_method builds them
 
 
 def _f(default, help: str, **kw):
@@ -62,6 +61,8 @@ class TrainConfig:
     max_grad_norm: float | None = _f(None, "clip the gradient norm (off by default, as the reference)")
     temperature: float = _f(1.0, "proposal temperature; 1.0 is exact TRICE, other values an approximation")
     max_new_tokens: int = _f(64, "maximum rationale length in tokens")
+    on_too_long: str = _f("drop", "examples whose prompt + max_new_tokens exceed the model's context: drop "
+                                  "them with a warning, or error", choices=("drop", "error"))
     sample_batch_size: int = _f(64, "decode rows of the sampling engine (slots refilled as rows finish)")
     # --- initialisation (ALGORITHM.md section 2)
     exemplars: str | None = _f(None, "JSONL file of exemplars {question, rationale, answer} instead of searching")

@@ -40,7 +40,9 @@ from dataclasses import dataclass
 
 import torch
 
+from . import stopping
 from .errors import TriceError
+from .layout import cached_prefix_length, row_block
 from .randomness import inverse_cdf, uniforms
 
 ATTENTION = "trice_slots"
@@ -226,8 +228,9 @@ class _Engine:
         prefix = policy.prefix_embeds()
         if prefix.shape[0] == 0 and any(len(x) == 0 for x in ids):
             raise TriceError("cannot sample from an empty prompt without a prefix")
+        self.prefix = prefix
         self.prefix_last = prefix[-1:] if prefix.shape[0] else prefix[:0]
-        self.p0 = max(prefix.shape[0] - 1, 0)  # prefix tokens cached once, shared by every slot
+        self.p0 = cached_prefix_length(prefix)  # prefix tokens cached once, shared by every slot
         self.width = max(len(x) for x in ids) + (1 if prefix.shape[0] else 0)  # widest prompt input
         self.batch = min(batch_size, len(ids))
         length = self.width + 2 * max_new_tokens + 8  # the slots' own columns
@@ -275,6 +278,7 @@ class _Engine:
                 continue
             if not self.queue and int(live.sum()) <= self.batch // 2 and self.batch > 4:
                 self.shrink(live.nonzero().flatten())
+            stopping.check()  # a SIGINT/SIGTERM ends a long sampling phase here, between decode steps
             self.decode()
 
     def _mask(self, upto: int) -> torch.Tensor:
@@ -292,20 +296,7 @@ class _Engine:
         lead = self.prefix_last.shape[0]
         w = max(len(x) for x in inputs) + lead
         c, r, device = self.column, len(rows), self.device
-        pad_id = self.policy.tokenizer.pad_token_id if self.policy.tokenizer.pad_token_id is not None else 0
-        id_block = torch.full((r, w), pad_id, dtype=torch.long)
-        own = torch.zeros(r, w, dtype=torch.bool)
-        starts = []
-        for j, x in enumerate(inputs):  # left-padded: [last prefix token, prompt] ends at column c - 1
-            if x:
-                id_block[j, w - len(x):] = torch.tensor(x)
-            own[j, w - len(x) - lead:] = True
-            starts.append(w - len(x) - lead)
-        own = own.to(device)
-        embeds = self.policy.embed(id_block)
-        if lead:
-            embeds[torch.arange(r), torch.tensor(starts)] = self.prefix_last.to(embeds.dtype)
-        positions = (self.p0 + own.long().cumsum(-1) - 1).clamp(min=0)
+        embeds, own, positions = row_block(self.policy, inputs, self.prefix, width=w)
         self.valid[slots] = False
         self.valid[slots, c - w:c] = own
         # mask [r, 1, w, c]: the slot's valid columns before the block, and causal within it; every

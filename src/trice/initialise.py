@@ -23,7 +23,7 @@ from .tasks.base import Example, Task
 
 def load_exemplars(path: str | Path) -> list[Example]:
     """Exemplars from a JSONL file of {question, rationale, answer} objects."""
-    from .tasks.jsonl import read_jsonl
+    from .tasks.io import read_jsonl
 
     exemplars = []
     for lineno, row in read_jsonl(path):

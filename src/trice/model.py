@@ -215,6 +215,11 @@ class Policy:
             p.requires_grad_(True)
         return cls(model, model, tokenizer, params, prefix_text, prefix_ids)
 
+    @classmethod
+    def untuned(cls, model, tokenizer) -> "Policy":
+        """The model as it is, no prefix and nothing trained (the exemplar search samples from it)."""
+        return cls(model, model, tokenizer, "full", "", torch.zeros(0, dtype=torch.long))
+
     def save(self, directory) -> None:
         """Save the trainable part: a PEFT adapter (prompt/lora) or all weights (full), plus a small json."""
         directory = Path(directory)

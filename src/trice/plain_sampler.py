@@ -14,7 +14,9 @@ import copy
 import torch
 from transformers import DynamicCache
 
+from . import stopping
 from .engine import Rows
+from .layout import cached_prefix_length, row_block
 from .randomness import inverse_cdf, uniforms
 
 
@@ -45,25 +47,9 @@ def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_t
 
 def _batch(policy, ids, row_ids, key, prefix, prefix_cache, max_new_tokens, temperature, stop, stop_ids):
     tok, device = policy.tokenizer, policy.device
-    n, num_prefix = len(ids), prefix.shape[0]
-    first = max(num_prefix - 1, 0)  # prefix columns already in the prefix cache
-    lead = num_prefix - first  # the last prefix token, fed right before each prompt (0 or 1)
-    width = max(len(x) for x in ids) + lead
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros(n, first + width, dtype=torch.long)
-    mask[:, :first] = 1
-    starts = []
-    for r, x in enumerate(ids):  # left-pad: [last prefix token, prompt] ends at the last column
-        if x:
-            input_ids[r, width - len(x):] = torch.tensor(x)
-        mask[r, first + width - len(x) - lead:] = 1
-        starts.append(width - len(x) - lead)
-    mask = mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, first:]
-    embeds = policy.embed(input_ids)
-    if lead:
-        embeds[torch.arange(n), torch.tensor(starts)] = prefix[-1].to(embeds.dtype)
+    n, first = len(ids), cached_prefix_length(prefix)
+    embeds, real, pos = row_block(policy, ids, prefix)
+    mask = torch.cat([real.new_ones(n, first), real], dim=1).long()
     cache = copy.deepcopy(prefix_cache)  # the shared prefix, repeated over the batch
     cache.batch_repeat_interleave(n)
 
@@ -74,6 +60,7 @@ def _batch(policy, ids, row_ids, key, prefix, prefix_cache, max_new_tokens, temp
     active = list(range(n))  # original row of each row still in the batch
     rows = torch.tensor(row_ids, dtype=torch.long)  # each live row's id in the call, for its randomness
     for t in range(max_new_tokens):
+        stopping.check()  # a SIGINT/SIGTERM ends a long sampling phase between decode steps
         out = policy.forward(embeds, mask, position_ids=pos, past_key_values=cache, use_cache=True,
                              logits_to_keep=1)
         logits = out.logits[:, -1, :].float()

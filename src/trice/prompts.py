@@ -15,7 +15,13 @@ Answer: Let's think step by step.
 
 from __future__ import annotations
 
-from .tasks.base import GUIDE_TEMPLATE, RATIONALE_TEMPLATE, Example
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tasks.base import Example
+
+RATIONALE_TEMPLATE = "Question: {question}\nAnswer: Let's think step by step.\n"
+GUIDE_TEMPLATE = "Question: {question}\nAnswer: The answer is {answer}. Let's think step by step.\n"
 
 # A rationale is scored followed by this terminator, so the model also learns where to stop; the
 # sampler stops at it (or at a new "Question:"), so sampled rationales never contain it.
@@ -40,12 +46,12 @@ def guide_prompt(question: str, answer: str) -> str:
     return GUIDE_TEMPLATE.format(question=question, answer=answer)
 
 
-def exemplar_prefix(exemplars: list[Example]) -> str:
+def exemplar_prefix(exemplars: list["Example"]) -> str:
     """The few-shot prefix: each exemplar under the rationale template, separated by blank lines."""
     return "".join(rationale_prompt(e.question) + e.rationale + END_OF_RATIONALE for e in exemplars)
 
 
-def guide_prefix(exemplars: list[Example]) -> str:
+def guide_prefix(exemplars: list["Example"]) -> str:
     """The same exemplars rewritten with the answer first (the hinted guide)."""
     return "".join(guide_prompt(e.question, e.answer) + e.rationale + END_OF_RATIONALE
                    for e in exemplars)

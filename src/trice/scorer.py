@@ -4,9 +4,9 @@ Tokenization contract (shared with the sampler): prompt and continuation are tok
 ``add_special_tokens=False`` and the ids concatenated, so a continuation's tokens are exactly
 ``tokenizer(continuation, add_special_tokens=False).input_ids``.
 
-Layout of a batch row: ``[prefix | left pads | prompt | continuation | right pads]``. Left-padding the
-prompt (between prefix and prompt, positions from ``cumsum(mask) - 1``) makes every continuation start
-at the same column, so the LM head only runs on that block of columns (``logits_to_keep``).
+Layout of a batch row (:mod:`trice.layout`, shared with the sampler): ``[cached prefix | left pads |
+last prefix token | prompt | continuation]``; the LM head runs only on the columns that predict a
+continuation token, in chunks (:func:`chunked_logprobs`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch.utils.checkpoint
 from transformers import DynamicCache
 
 from .errors import TriceError
+from .layout import cached_prefix_length, row_block
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -27,55 +28,48 @@ def _batch_logprobs(policy, prompt_ids, cont_ids):
     device = policy.device
     prefix = policy.prefix_embeds()
     n, num_prefix = len(prompt_ids), prefix.shape[0]
-    lp, lc = max(len(x) for x in prompt_ids), max(len(x) for x in cont_ids)
+    lc = max(len(x) for x in cont_ids)
     if lc == 0:
         return prefix.new_zeros(n, 0).float(), torch.zeros(n, 0, dtype=torch.bool, device=device)
     if any(num_prefix + len(p) == 0 < len(c) for p, c in zip(prompt_ids, cont_ids)):
         raise TriceError("cannot score a continuation with an empty prompt and no prefix")
-    pad_id = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((n, lp + lc), pad_id, dtype=torch.long)
-    mask = torch.zeros(n, num_prefix + lp + lc, dtype=torch.long)
-    mask[:, :num_prefix] = 1
-    cont_mask = torch.zeros(n, lc, dtype=torch.bool)
-    for r, (p, c) in enumerate(zip(prompt_ids, cont_ids)):
-        row = torch.tensor(p + c, dtype=torch.long)
-        ids[r, lp - len(p): lp + len(c)] = row
-        mask[r, num_prefix + lp - len(p): num_prefix + lp + len(c)] = 1
-        cont_mask[r, : len(c)] = True
-    ids, mask, cont_mask = ids.to(device), mask.to(device), cont_mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    # The shared prefix runs once, at batch 1 and with gradient, and its KV cache is repeated over
-    # the batch; gradients flow back through the cache into the soft prompt or the LoRA weights.
-    # Every row then computes only its own prompt and continuation columns.
-    # All prefix tokens but the last are cached; the last is fed with each row, so an empty prompt
-    # still has a column whose logits predict the first continuation token.
-    cache, first = None, max(num_prefix - 1, 0)
+    # Each row's block is [last prefix token, prompt, continuation], right-aligned (trice.layout); the
+    # shared prefix runs once, at batch 1 and with gradient, and its KV cache is repeated over the
+    # batch, so gradients flow back through the cache into the soft prompt or the LoRA weights.
+    first = cached_prefix_length(prefix)
+    embeds, real, positions = row_block(policy, [p + c for p, c in zip(prompt_ids, cont_ids)], prefix)
+    width = embeds.shape[1]
+    cache = None
     if first:
         cache = DynamicCache(config=policy.base_model.config)
         ones = torch.ones(1, first, dtype=torch.long, device=device)
         policy.forward(prefix[None, :first], ones, position_ids=ones.cumsum(-1) - 1, past_key_values=cache,
                        use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(n)
-    embeds = torch.cat([prefix[None, first:].expand(n, -1, -1), policy.embed(ids)], dim=1)
-    # Logits at column t predict the token at t + 1: keep the columns just before each continuation.
-    start = num_prefix - first + lp  # column of the first continuation token in the new block
-    keep = torch.arange(start - 1, start + lc - 1, device=device)
-    targets = ids[:, lp:]
+    mask = torch.cat([real.new_ones(n, first), real], dim=1).long()
+    lengths = torch.tensor([len(c) for c in cont_ids], device=device)
+    cont_mask = torch.arange(lc, device=device)[None, :] < lengths[:, None]  # [n, lc], left-aligned
+    # The hidden state at column t predicts the token at t + 1: the columns before each continuation
+    # token are the row's last len(c) columns but one.
+    keep = torch.arange(width - lc - 1, width - 1, device=device)
+    kept = torch.arange(lc, device=device)[None, :] >= (lc - lengths)[:, None]  # [n, lc], right-aligned
+    ids = [torch.tensor(c, dtype=torch.long) for c in cont_ids if c]
+    targets = torch.cat(ids).to(device) if ids else torch.zeros(0, dtype=torch.long, device=device)
+    logprobs = torch.zeros(n, lc, dtype=torch.float32, device=device)
     head = policy.base_model.get_output_embeddings()
     if head is None or not _plain_head(policy.base_model.config):  # logits post-processed by the model
-        logits = policy.forward(embeds, mask, position_ids=positions[:, first:], past_key_values=cache,
+        logits = policy.forward(embeds, mask, position_ids=positions, past_key_values=cache,
                                 use_cache=cache is not None, logits_to_keep=keep).logits
         if logits.shape[1] != lc:  # the model ignored logits_to_keep
             logits = logits[:, keep]
-        logprobs = -torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                                      reduction="none").view(n, lc)
-        return logprobs.masked_fill(~cont_mask, 0.0), cont_mask
-    # The transformer's last hidden states at the continuation columns, then the LM head over chunks of
-    # the real (unpadded) continuation tokens: the [rows, length, vocab] logits never exist whole.
-    hidden = policy.hidden_states(embeds, mask, position_ids=positions[:, first:], past_key_values=cache,
-                                  use_cache=cache is not None)[:, keep]
-    logprobs = hidden.new_zeros(n, lc, dtype=torch.float32)
-    logprobs[cont_mask] = chunked_logprobs(head, hidden[cont_mask], targets[cont_mask])
+        flat = -torch.nn.functional.cross_entropy(logits[kept].float(), targets, reduction="none")
+    else:
+        # The transformer's last hidden states, then the LM head over chunks of the real continuation
+        # tokens: the [rows, length, vocab] logits never exist whole.
+        hidden = policy.hidden_states(embeds, mask, position_ids=positions, past_key_values=cache,
+                                      use_cache=cache is not None)[:, keep]
+        flat = chunked_logprobs(policy.base_model.get_output_embeddings(), hidden[kept], targets)
+    logprobs = logprobs.masked_scatter(cont_mask, flat.float())
     return logprobs, cont_mask
 
 

@@ -22,25 +22,27 @@ from .star import STaR
 from .supervised import DirectPromptTuning, FewShotCoT, GoldRationales
 from .trice import TriceMethod
 
-METHODS = ("trice", "trice-full", "trice-nocv", "star", "star-norat", "rs", "rloo", "pt-direct",
-           "sft-gold", "fewshot-cot")
+# The one list of methods, in the order help texts show them: name -> factory(exemplars, k, star_inner_steps).
+_FACTORIES = {
+    "trice": lambda exemplars, k, inner: TriceMethod("trice", exemplars),
+    "trice-full": lambda exemplars, k, inner: TriceMethod("trice-full", exemplars),
+    "trice-nocv": lambda exemplars, k, inner: TriceMethod("trice-nocv", exemplars),
+    "star": lambda exemplars, k, inner: STaR(True, exemplars, inner),
+    "star-norat": lambda exemplars, k, inner: STaR(False, exemplars, inner),
+    "rs": lambda exemplars, k, inner: KSampleMethod("rs", k),
+    "rloo": lambda exemplars, k, inner: KSampleMethod("rloo", k),
+    "pt-direct": lambda exemplars, k, inner: DirectPromptTuning(),
+    "sft-gold": lambda exemplars, k, inner: GoldRationales(),
+    "fewshot-cot": lambda exemplars, k, inner: FewShotCoT(),
+}
+METHODS = tuple(_FACTORIES)
 
 
 def make_method(name: str, exemplars, k: int = 4, star_inner_steps: int = 20) -> Method:
     """The method called ``name`` (as ``--method`` spells it)."""
-    if name in ("trice", "trice-full", "trice-nocv"):
-        return TriceMethod(name, exemplars)
-    if name in ("star", "star-norat"):
-        return STaR(name == "star", exemplars, star_inner_steps)
-    if name in ("rs", "rloo"):
-        return KSampleMethod(name, k)
-    if name == "pt-direct":
-        return DirectPromptTuning()
-    if name == "sft-gold":
-        return GoldRationales()
-    if name == "fewshot-cot":
-        return FewShotCoT()
-    raise TriceError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    if name not in _FACTORIES:
+        raise TriceError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return _FACTORIES[name](exemplars, k, star_inner_steps)
 
 
 __all__ = ["Context", "Method", "Weighted", "make_method", "METHODS"]

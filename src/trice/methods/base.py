@@ -1,6 +1,6 @@
 """What every training method shares: it turns a minibatch into weighted sequences.
 
-The update is always the same (DESIGN.md): minimise -sum_i coefs[i] * log p_theta(continuation_i |
+The update is always the same (docs/ALGORITHM.md, section 3, step 8): minimise -sum_i coefs[i] * log p_theta(continuation_i |
 prompt_i). A method decides which sequences to sample and how to weight them, and keeps its own
 state (TRICE's memory, STaR's outer iteration). The loop in ``trice.trainer`` is the same for all.
 """

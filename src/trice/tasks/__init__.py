@@ -1,6 +1,9 @@
-"""Tasks: examples with question and answer, and a 0/1 correctness check c(z, y)."""
+"""Tasks: examples with question and answer, and a 0/1 correctness check c(z, y).
 
-from .base import GUIDE_TEMPLATE, RATIONALE_TEMPLATE, Example, Task, extract_answer, get_task, register
+Importing this package registers every family (``trice.tasks.registry``)."""
 
-__all__ = ["Example", "Task", "get_task", "register", "extract_answer", "RATIONALE_TEMPLATE",
-           "GUIDE_TEMPLATE"]
+from .base import Example, Task, extract_answer
+from .registry import get_task, register
+from . import gym, gsm8k, bbh, jsonl  # noqa: E402,F401  (each registers its family)
+
+__all__ = ["Example", "Task", "get_task", "register", "extract_answer"]

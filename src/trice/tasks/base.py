@@ -12,12 +12,8 @@ import signal
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import TriceError
-
-RATIONALE_TEMPLATE = "Question: {question}\nAnswer: Let's think step by step.\n"
-GUIDE_TEMPLATE = "Question: {question}\nAnswer: The answer is {answer}. Let's think step by step.\n"
 
 _ANSWER_RE = re.compile(r"the answer is\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
@@ -89,12 +85,12 @@ class Task:
             with _time_limit(self.checker_timeout):
                 result = self.check(rationale, example)
         except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
-            self._warn_once(type(exc).__name__, f"checker of task {self.name} failed ({type(exc).__name__}: "
-                            f"{exc}); counting such rationales as wrong")
+            self._warn_once(type(exc).__name__, f"{self._checker_label()} raised {type(exc).__name__}: "
+                            f"{exc}; such rationales count as wrong (reported once per task)")
             return False
         if not (isinstance(result, bool) or type(result).__name__ == "bool_"):  # numpy.bool_ too
-            self._warn_once("non-bool", f"checker of task {self.name} returned {type(result).__name__} "
-                            f"{result!r}, not a bool; counting such rationales as wrong")
+            self._warn_once("non-bool", f"{self._checker_label()} returned {type(result).__name__} "
+                            f"{result!r}, not a bool; such rationales count as wrong (reported once per task)")
             return False
         return bool(result)
 
@@ -107,6 +103,10 @@ class Task:
         here = world()
         mine = here.rows(len(rationales))
         return here.gather_rows(len(rationales), [self.verdict(rationales[i], examples[i]) for i in mine])
+
+    def _checker_label(self) -> str:
+        name = getattr(self, "checker_name", None)
+        return f"checker {name!r} of task {self.name}" if name else f"checker of task {self.name}"
 
     def _warn_once(self, kind: str, message: str) -> None:
         seen = self.__dict__.setdefault("_warned", set())
@@ -140,38 +140,3 @@ def _time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-# --- registry -------------------------------------------------------------------------------
-# A task family registers a factory under a prefix; ``get_task("gym/chain_sum")`` looks up "gym".
-_REGISTRY: dict[str, Callable[..., Task]] = {}
-
-
-def register(prefix: str):
-    """Register ``factory(name_rest, data_dir=None, seed=0, **options) -> Task`` under ``prefix``."""
-
-    def wrap(factory):
-        _REGISTRY[prefix] = factory
-        return factory
-
-    return wrap
-
-
-def get_task(name: str, data_dir: str | None = None, seed: int = 0, **options) -> Task:
-    """Build a task by the name users type: ``gym/<dataset>``, and the families registered later.
-
-    >>> task = get_task("gym/chain_sum", n_train=4, n_test=2, min_terms=2, max_terms=2)
-    >>> len(task.train), len(task.test)
-    (4, 2)
-    """
-    from . import gym  # noqa: F401  (registers its families)
-    from . import bbh, gsm8k, jsonl  # noqa: F401  (register gsm8k, bbh, jsonl)
-
-    for sep in ("/", ":"):
-        prefix, _, rest = name.partition(sep)
-        if rest and prefix in _REGISTRY:
-            return _REGISTRY[prefix](rest, data_dir=data_dir, seed=seed, **options)
-    if name in _REGISTRY:
-        return _REGISTRY[name]("", data_dir=data_dir, seed=seed, **options)
-    raise TriceError(f"unknown task {name!r} (known: gsm8k, bbh, bbh/<task>, gym/<dataset>, "
-                     "jsonl:<path>)")

@@ -25,9 +25,10 @@ import re
 import warnings
 from pathlib import Path
 
-from .base import Example, Task, register
+from .base import Example, Task
+from .registry import register
 from .gsm8k import normalize_number
-from .jsonl import local_data_dir
+from .io import local_data_dir
 from ..errors import TriceError
 
 HUB_DATASET = "lukaemon/bbh"

@@ -23,8 +23,9 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .base import Example, Task, extract_answer, register
-from .jsonl import field, local_data_dir, read_jsonl
+from .base import Example, Task, extract_answer
+from .registry import register
+from .io import field, local_data_dir, read_jsonl
 from ..errors import TriceError
 
 SPLITS = ("train", "test")

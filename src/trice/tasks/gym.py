@@ -6,7 +6,8 @@ the answer extracted from its final "the answer is ..." sentence.
 
 from __future__ import annotations
 
-from .base import Example, Task, extract_answer, register
+from .base import Example, Task, extract_answer
+from .registry import register
 from ..errors import TriceError
 
 
@@ -27,6 +28,7 @@ class GymTask(Task):
             raise TriceError(f"unknown reasoning-gym dataset {dataset!r}")
         if n_train < 1 or n_test < 0:
             raise TriceError(f"gym/{dataset}: n_train must be >= 1 and n_test >= 0")
+        _check_options(dataset, reasoning_gym.factory.DATASETS[dataset][1], config)
 
         def make(size, seed_):
             try:
@@ -59,10 +61,37 @@ class GymTask(Task):
         if predicted is None:
             return False
         entry = example.meta.get("entry") or {"answer": example.answer, "metadata": {}}
-        try:
-            return self._scorer.score_answer(predicted, entry) >= 1.0
-        except Exception:  # a scorer that raises on odd text counts the rationale wrong
-            return False
+        # a scorer that raises on odd text: Task.verdict counts the rationale wrong (reported once)
+        return self._scorer.score_answer(predicted, entry) >= 1.0
+
+
+def _check_options(dataset: str, config_cls, options: dict) -> None:
+    """Each option is a field of the dataset's config and has its type (an int, not "abc")."""
+    import dataclasses
+    import typing
+
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the checks to reasoning-gym
+        return
+    known = {f.name for f in dataclasses.fields(config_cls)} - {"seed", "size"}
+    for key, value in options.items():
+        if key not in known:
+            raise TriceError(f"gym/{dataset}: unknown option {key!r} (known: n_train, n_test, "
+                             f"{', '.join(sorted(known))})")
+        wanted = hints.get(key)
+        allowed = tuple(t for t in typing.get_args(wanted) if isinstance(t, type)) or (
+            (wanted,) if isinstance(wanted, type) else ())
+        if not allowed or any(t in (list, tuple, dict) for t in allowed):
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if value is None and type(None) in typing.get_args(wanted):
+            ok = True
+        if not ok:
+            names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+            raise TriceError(f"gym/{dataset}: option {key}={value!r} must be {names}, got {type(value).__name__}")
 
 
 @register("gym")

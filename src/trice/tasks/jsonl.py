@@ -21,73 +21,13 @@ import json
 import math
 import os
 import random
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import Example, Task, register
+from .base import Example, Task
+from .io import DATA_ENV, field, local_data_dir, read_jsonl  # noqa: F401  (re-exported)
+from .registry import register
 from ..errors import TriceError
-
-DATA_ENV = "TRICE_DATA_DIR"
-
-
-def local_data_dir(family: str, data_dir: str | os.PathLike | None) -> Path | None:
-    """The local directory of dataset ``family``: ``data_dir``, else ``$TRICE_DATA_DIR/<family>``.
-
-    Returns None when neither names one (the caller then tries the hub). A ``data_dir`` that is a
-    root holding ``<family>/`` is accepted too.
-    """
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
-        if not path.is_dir():
-            raise TriceError(f"{family}: data directory {path} does not exist")
-        return path / family if (path / family).is_dir() else path
-    root = os.environ.get(DATA_ENV)
-    if root and (Path(root).expanduser() / family).is_dir():
-        return Path(root).expanduser() / family
-    return None
-
-
-def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a one-line TriceError on any bad line.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.jsonl"
-    >>> _ = p.write_text('{"q": 1}\\n\\n{"q": 2}\\n')
-    >>> [(n, obj["q"]) for n, obj in read_jsonl(p)]
-    [(1, 1), (3, 2)]
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TriceError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TriceError(f"{path}: cannot read: {exc}") from None
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TriceError(f"{path}:{lineno}: invalid JSON ({exc.msg}, column {exc.colno})"
-                             ) from None
-        if not isinstance(obj, dict):
-            raise TriceError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((lineno, obj))
-    if not rows:
-        raise TriceError(f"{path}: empty file (no examples)")
-    return rows
-
-
-def field(obj: dict[str, Any], name: str, path: Path, lineno: int) -> str:
-    """``obj[name]`` as a string; a TriceError naming the file and line when it is missing."""
-    value = obj.get(name)
-    if value is None:
-        raise TriceError(f"{path}:{lineno}: missing field {name!r} (fields: {', '.join(obj)})")
-    return value if isinstance(value, str) else json.dumps(value)
-
 
 def load_checker(spec: str) -> Callable[[str, str], Any]:
     """``"module:function"`` (or ``"path/to/file.py:function"``) -> the function."""
@@ -110,10 +50,6 @@ def load_checker(spec: str) -> Callable[[str, str], Any]:
     if not callable(func):
         raise TriceError(f"checker {spec!r}: module {module_name!r} has no function {func_name!r}")
     return func
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_ too
 
 
 class JSONLTask(Task):
@@ -151,7 +87,6 @@ class JSONLTask(Task):
         self.checker_name = (checker if isinstance(checker, str)
                              else getattr(checker, "__name__", None))
         self._checker = load_checker(checker) if isinstance(checker, str) else checker
-        self._warned = False
         super().__init__(f"jsonl:{path}", train, test)
 
     def _load(self, path: Path) -> list[Example]:
@@ -167,20 +102,11 @@ class JSONLTask(Task):
         return examples
 
     def is_correct(self, rationale: str, answer: str) -> bool:
+        # The user's checker, as it is: Task.verdict isolates it (an exception, a non-bool or a time-out
+        # counts as wrong and is reported once), as for every task.
         if self._checker is None:
             return super().is_correct(rationale, answer)
-        try:
-            verdict = self._checker(rationale, answer)
-            problem = None if _is_bool(verdict) else f"returned {type(verdict).__name__}, not bool"
-        except Exception as exc:  # a user checker must never crash a run
-            problem = f"raised {type(exc).__name__}: {exc}"
-        if problem is None:
-            return bool(verdict)
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"{self.name}: checker {self.checker_name!r} {problem}; such rationales "
-                          f"count as wrong (reported once per task)", RuntimeWarning, stacklevel=2)
-        return False
+        return self._checker(rationale, answer)
 
 
 _OPTIONS = {"test_path", "test_fraction", "question_field", "answer_field", "rationale_field",

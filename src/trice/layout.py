@@ -1,0 +1,44 @@
+"""The one input layout the sampler engines and the scorer share.
+
+A policy's input for a row is its prefix (exemplar text or soft prompt), then the row's tokens. All
+prefix positions but the last are computed once and cached (shared by every row); the block each row
+feeds after them is ``[last prefix token, the row's token ids]``, right-aligned in a block of common
+width with pads on the left, so that every row ends at the block's last column. Pads are masked out;
+positions continue the prefix's, ``P0 + (index among the row's real tokens)``, so every row sees
+exactly what it would see alone. The last prefix token sits right before the row's own tokens (not
+before the pads), so a row with an empty prompt predicts from the prefix, not from a pad.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cached_prefix_length(prefix: torch.Tensor) -> int:
+    """How many prefix positions are cached (all but the last, which each row feeds itself)."""
+    return max(prefix.shape[0] - 1, 0)
+
+
+def row_block(policy, rows: list[list[int]], prefix: torch.Tensor, width: int | None = None):
+    """``(embeds [n, w, d], real [n, w] bool, positions [n, w] long)`` of the rows' blocks (see above);
+    ``width`` defaults to the longest row plus the last prefix token."""
+    lead = 1 if prefix.shape[0] else 0
+    width = width or max(len(x) for x in rows) + lead
+    tok = policy.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    n = len(rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    real = torch.zeros(n, width, dtype=torch.bool)
+    starts = []
+    for j, x in enumerate(rows):
+        if x:
+            ids[j, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        real[j, width - len(x) - lead:] = True
+        starts.append(width - len(x) - lead)
+    embeds = policy.embed(ids)
+    if lead:  # the last prefix token (a soft prompt's last vector keeps its gradient)
+        embeds = embeds.index_put((torch.arange(n, device=embeds.device), torch.tensor(starts, device=embeds.device)),
+                                  prefix[-1].to(embeds.dtype).expand(n, -1))
+    real = real.to(embeds.device)
+    positions = (cached_prefix_length(prefix) + real.long().cumsum(-1) - 1).clamp(min=0)
+    return embeds, real, positions
