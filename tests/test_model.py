@@ -95,7 +95,8 @@ def test_save_and_load_round_trip(params, tmp_path):
     loaded = Policy.load(*make_tiny_lm(), tmp_path / "ckpt")
     assert loaded.params == params and loaded.prefix_text == policy.prefix_text
     with torch.no_grad():
-        torch.testing.assert_close(score(loaded, PROMPTS, CONTS), score(policy, PROMPTS, CONTS), rtol=0, atol=1e-5)
+        torch.testing.assert_close(score(loaded, PROMPTS, CONTS), score(policy, PROMPTS, CONTS),
+                                   rtol=16 * torch.finfo(torch.float32).eps, atol=1e-5)
         torch.testing.assert_close(loaded.prefix_embeds(), policy.prefix_embeds())
     assert len(loaded.trainable_parameters()) == len(policy.trainable_parameters())  # can resume training
 

@@ -54,6 +54,12 @@ class World:
                 out[i] = value
         return out
 
+    def map_rows(self, n: int, work) -> list:
+        """``work(rows)`` on this rank's rows of an n-row job (``rows(n)``; it returns one result per
+        row, in order), gathered so that every rank gets all n results in global order: the one way
+        sampling and checking split their rows across processes."""
+        return self.gather_rows(n, work(self.rows(n)))
+
     def all_reduce_(self, tensors: list[torch.Tensor]) -> None:
         """Sum ``tensors`` over ranks, in place, in one flat all-reduce."""
         if self.size == 1 or not tensors:

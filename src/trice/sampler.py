@@ -154,10 +154,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
     if policy.params != "prompt" and len(policy.prefix_ids) == 0 and any(p == "" for p in prompts):
         raise TriceError("cannot sample from an empty prompt without a prefix")  # (on every rank alike)
     # Several processes: each samples its own rows; all of them get every row back.
-    here = world()
-    mine = here.rows(len(prompts))
-    return here.gather_rows(len(prompts), _sample_rows(policy, [prompts[i] for i in mine], mine, key, max_new_tokens,
-                                                       temperature, stop, batch_size, engine, merged))
+    return world().map_rows(len(prompts), lambda mine: _sample_rows(
+        policy, [prompts[i] for i in mine], mine, key, max_new_tokens, temperature, stop, batch_size, engine, merged))
 
 
 def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, stop, batch_size, engine, merged):

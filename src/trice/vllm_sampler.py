@@ -90,14 +90,16 @@ class VLLMSampler:
         key = int(torch.randint(0, 2 ** 62, (1,), generator=self.generator))  # as the torch sampler
         if self._stale:
             self.push()
-        here = world()
-        mine = here.rows(len(prompts))
-        mine_prompts = [prompts[i] for i in mine]
-        out = self.generate(mine_prompts, max_new_tokens=self.max_new_tokens, temperature=temperature, key=key,
-                            row_ids=mine, stop=self.stop, prefix=prefix)
-        if self.check_rows and out and prefix is None:
-            self._gap = logprob_gap(self.policy, mine_prompts[:self.check_rows], out[:self.check_rows])
-        out = here.gather_rows(len(prompts), out)
+
+        def work(mine):
+            rows = [prompts[i] for i in mine]
+            out = self.generate(rows, max_new_tokens=self.max_new_tokens, temperature=temperature, key=key,
+                                row_ids=mine, stop=self.stop, prefix=prefix)
+            if self.check_rows and out and prefix is None:
+                self._gap = logprob_gap(self.policy, rows[:self.check_rows], out[:self.check_rows])
+            return out
+
+        out = world().map_rows(len(prompts), work)
         self.tokens += sum(s.num_tokens for s in out)
         return out
 

@@ -100,9 +100,7 @@ class Task:
         processes disagree (and the work is split)."""
         from ..distributed import world
 
-        here = world()
-        mine = here.rows(len(rationales))
-        return here.gather_rows(len(rationales), [self.verdict(rationales[i], examples[i]) for i in mine])
+        return world().map_rows(len(rationales), lambda mine: [self.verdict(rationales[i], examples[i]) for i in mine])
 
     def _checker_label(self) -> str:
         name = getattr(self, "checker_name", None)
