@@ -131,3 +131,15 @@ def test_checker_module_with_syntax_error(tmp_path, qa, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(TriceError, match=r"cannot import checker 'brokenchecks:f': SyntaxError"):
         JSONLTask(qa, checker="brokenchecks:f")
+
+
+def test_jsonl_with_a_bom_and_crlf_line_endings(tmp_path):
+    """A JSONL file saved on Windows (UTF-8 BOM, CRLF) reads as the same examples."""
+    from trice.tasks.io import read_jsonl
+
+    rows = [{"question": f"{i} + 1 =", "answer": str(i + 1)} for i in range(4)]
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    windows = tmp_path / "windows.jsonl"
+    windows.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\r\n" for r in rows).encode("utf-8"))
+    assert read_jsonl(windows) == read_jsonl(plain)

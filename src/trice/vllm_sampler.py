@@ -12,8 +12,9 @@ Every step, a few sampled rows are re-scored by the trainer and the mean per-tok
 log-probabilities is logged (``sampler_logprob_gap``): it is ~0 when vLLM samples from the model
 being trained, and grows if the weight push is broken or numerics differ (bf16 kernels).
 
-The memory's initialisation and the held-out evaluation use the torch sampler (they run once or
-rarely; the greedy evaluation then matches ``trice eval`` exactly).
+The rationales a method samples (proposals, k samples, STaR's collection) and the memory's
+initialisation under the hinted guide (a hard-text ``prefix``) go through vLLM; the held-out
+evaluation uses the torch engine (so the greedy evaluation matches ``trice eval`` exactly).
 """
 
 from __future__ import annotations
