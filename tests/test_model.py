@@ -128,6 +128,19 @@ def test_load_model_from_directory(tmp_path):
     assert loaded_tok.pad_token == loaded_tok.eos_token == "</s>"
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
     assert load_model(str(tmp_path / "m"), dtype="bfloat16")[0].dtype == torch.bfloat16
+    assert loaded.dtype == torch.float32  # the default, auto, is float32 on a CPU
+
+
+def test_auto_dtype_is_bfloat16_on_a_gpu_that_supports_it(monkeypatch):
+    from trice.model import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == resolve_dtype("auto", None) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", "cuda:0") == torch.bfloat16
+    assert resolve_dtype("float32", "cuda:0") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    assert resolve_dtype("auto", "cuda:0") == torch.float32
 
 
 def test_load_model_errors(tmp_path):

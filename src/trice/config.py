@@ -37,7 +37,8 @@ def _f(default, help: str, **kw):
 class TrainConfig:
     # --- model and what is trained
     model: str = _f("smollm2-135m", "hub id, local directory or .gguf file; smollm2-135m = the packaged SmolLM2-135M-Instruct")
-    dtype: str = _f("float32", "model dtype", choices=("float32", "bfloat16", "float16", "auto"))
+    dtype: str = _f("auto", "model dtype; auto = bfloat16 on a GPU that supports it, float32 on CPUs",
+                    choices=("float32", "bfloat16", "float16", "auto"))
     params: str = _f("prompt", "what is trained: a soft prompt (the paper), LoRA, or all weights", choices=("prompt", "lora", "full"))
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")

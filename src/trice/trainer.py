@@ -283,7 +283,8 @@ def _make_sampler(config: TrainConfig, policy, generator: torch.Generator):
     if config.sampler == "vllm":
         from .vllm_sampler import VLLMSampler
 
-        return VLLMSampler(policy, config.model, config.dtype, config.vllm_gpu_memory_utilization, config.seed,
+        dtype = str(policy.base_model.dtype).removeprefix("torch.")  # what the trainer's copy resolved to
+        return VLLMSampler(policy, config.model, dtype, config.vllm_gpu_memory_utilization, config.seed,
                            generator=generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                            check_rows=config.sampler_check_rows)
     return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
