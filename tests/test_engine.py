@@ -124,3 +124,33 @@ def test_unsupported_attention_falls_back_to_the_plain_path():
     assert engine.supports(model)
     model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
     assert not engine.supports(model)
+
+
+def test_packing_keeps_only_live_rows_columns(monkeypatch):
+    """Free slots hold no columns: after every pack the write column is within what live rows need
+    (their prompt block + max_new_tokens), so the cache never runs out of columns however long a slot
+    waits for a refill. Rows still equal the plain path's."""
+    policy = make_policy("full")
+    free = draw(policy, batch_size=len(PROMPTS), stop=())
+    stops = tuple({s.text[2:4] for s in free if len(s.text) > 5})[:4]
+    after_pack = []
+    original = engine._Engine.pack
+
+    def pack(self):
+        original(self)
+        after_pack.append((self.column, self.width + self.max_new, self.length))
+
+    stale = []
+    original_decode = engine._Engine.decode
+
+    def decode(self):
+        original_decode(self)
+        stale.append(int(self.valid[self.slot_row < 0].sum()))  # columns still held by free slots
+
+    monkeypatch.setattr(engine._Engine, "pack", pack)
+    monkeypatch.setattr(engine._Engine, "decode", decode)
+    prompts = PROMPTS * 4  # 72 prompts through 16 slots: refills wait for 2 free slots
+    slots = draw(policy, prompts, batch_size=16, stop=stops)
+    assert after_pack and all(column <= bound < length for column, bound, length in after_pack)
+    assert len(stale) > 50 and max(stale) == 0
+    assert slots == draw(policy, prompts, engine_name="plain", batch_size=16, stop=stops)

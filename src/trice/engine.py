@@ -323,14 +323,18 @@ class _Engine:
         if self.column >= self.length:
             self.pack()
         c = self.column
-        self.valid[:, c] = True  # free slots too (their output is unused), so that no row is all -inf
+        # Free slots see only their own new column (their output is unused; no row of scores may be all
+        # -inf), and forget it after the step, so their stale columns never count when packing.
+        self.valid[:, c] = True
         self.cache.rows, self.cache.start, self.cache.upto = None, c, c + 1
         embeds = self.policy.embed(self.last[:, None])
         out = self.policy.forward(embeds, self._mask(c + 1)[:, None, None, :], position_ids=self.slot_pos[:, None],
                                   past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.column = c + 1
         self.slot_pos += 1
-        live = (self.slot_row >= 0).nonzero().flatten()
+        live_mask = self.slot_row >= 0
+        self.valid[~live_mask, c] = False
+        live = live_mask.nonzero().flatten()
         self.emit(live, out.logits[live, -1, :])
 
     def emit(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
@@ -362,7 +366,9 @@ class _Engine:
                         hit[k] = done[k] = True
         if bool(done.any()):
             self.finished[rows_cpu[done]] = hit[done]
-            self.slot_row[slots[done.to(slots.device)]] = -1
+            retired = slots[done.to(slots.device)]
+            self.slot_row[retired] = -1
+            self.valid[retired] = False  # a free slot holds no columns (packing ignores it)
 
     # ----------------------------------------------------------------------------------- housekeeping
     def pack(self) -> None:
