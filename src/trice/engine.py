@@ -3,15 +3,15 @@
 ``B`` slots share one KV cache of ``L`` columns, allocated once. The shared prefix (all its tokens but
 the last) is computed once at batch 1 and kept once, not per slot: every query attends to it through
 one matmul over all the slots' queries (compute-bound), and only the slots' own columns are read per
-slot (memory-bound), as in cascade/shared-prefix attention. Every decode step writes each slot's new key/value at the same column ``c`` and advances ``c``; a slot's
-own tokens may sit at any columns, because what a token attends to is decided by a per-slot mask of
+slot (memory-bound), as in cascade/shared-prefix attention. Every decode step writes each slot's
+new key/value at the same column ``c`` and advances ``c``; a slot's own tokens may sit at any columns, because what a token attends to is decided by a per-slot mask of
 valid columns and where it is in the sequence by its explicit position id (rotary embeddings are
 applied before caching). So:
 
 - a finished slot is refilled with the next waiting prompt: its prompt (with the last prefix token in
   front) is run for the refilled slots alone and written just below ``c``, over the finished row's
-  columns, and the slot's mask is reset to the prefix plus those columns; the decode batch stays full
-  (continuous batching);
+  columns, and the slot's mask is reset to those columns; the decode batch stays full (continuous
+  batching);
 - when ``c`` reaches ``L`` the valid columns of every slot are packed to the left (rare: every
   ``max_new_tokens`` steps or so); when no prompt is waiting and half the slots are done, the
   batch shrinks to the live slots;
@@ -30,8 +30,9 @@ row's sample must not depend on its batch, its slot or its refill time) or inser
 mid-sequence. Models this engine does not cover (sliding-window or soft-capped attention, attention
 sinks) use the plain path in :mod:`trice.plain_sampler`.
 
-``torch.compile`` is not used: on the CPU the decode step is bound by matmul kernels that inductor
-does not improve, and the shapes change with every refill and compaction.
+``torch.compile`` is not used: the shapes change with every refill, packing and shrink, and on the
+CPU inductor's compile of a 30-layer model costs minutes per shape (benchmarks/PROFILE.md measures
+what fusing the elementwise work could still win).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from dataclasses import dataclass
 import torch
 
 from . import stopping
-from .errors import TriceError
 from .layout import cached_prefix_length, row_block
 from .randomness import inverse_cdf, uniforms
 
@@ -166,13 +166,13 @@ class SlotCache:
         self.values = [v[slots] for v in self.values]
         self.batch = len(slots)
 
-    def gather_columns(self, first: int, index: torch.Tensor) -> None:
-        """Column ``first + j`` of slot b becomes its column ``index[b, j]`` (packing)."""
+    def gather_columns(self, index: torch.Tensor) -> None:
+        """Column ``j`` of slot b becomes its column ``index[b, j]`` (packing)."""
         width = index.shape[1]
         for buffers in (self.keys, self.values):
             for t in buffers:
                 idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
-                t[:, :, first:first + width] = t.gather(2, idx)
+                t[:, :, :width] = t.gather(2, idx)
 
 
 # ----------------------------------------------------------------------------------------- stopping
@@ -205,16 +205,14 @@ def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_t
         stop: tuple[str, ...], stop_ids: set[int], batch_size: int) -> Rows:
     """Generate for every prompt (token ids, without the prefix) with continuous batching."""
     n = len(ids)
-    device = policy.device
-    tokens = torch.zeros(n, max(max_new_tokens, 1), dtype=torch.long)
-    count = torch.zeros(n, dtype=torch.long)
-    finished = torch.zeros(n, dtype=torch.bool)
+    rows = Rows(torch.zeros(n, max_new_tokens, dtype=torch.long), torch.zeros(n, dtype=torch.long),
+                torch.zeros(n, dtype=torch.bool))
     if n == 0 or max_new_tokens == 0:
-        return Rows(tokens[:, :max_new_tokens], count, finished)
+        return rows
     with _UseSlotAttention(policy.base_model):
         _Engine(policy, ids, row_ids, key, max_new_tokens, temperature, stop, stop_ids, batch_size,
-                tokens, count, finished).loop()
-    return Rows(tokens[:, :max_new_tokens], count, finished)
+                rows.tokens, rows.count, rows.finished).loop()
+    return rows
 
 
 class _Engine:
@@ -225,13 +223,11 @@ class _Engine:
         self.max_new, self.temperature, self.stop = max_new_tokens, temperature, stop
         self.tokens, self.count, self.finished = tokens, count, finished
         self.device = device = policy.device
-        prefix = policy.prefix_embeds()
-        if prefix.shape[0] == 0 and any(len(x) == 0 for x in ids):
-            raise TriceError("cannot sample from an empty prompt without a prefix")
+        prefix = policy.prefix_embeds()  # (sampler._sample_rows refused an empty prompt without a prefix)
         self.prefix = prefix
-        self.prefix_last = prefix[-1:] if prefix.shape[0] else prefix[:0]
         self.p0 = cached_prefix_length(prefix)  # prefix tokens cached once, shared by every slot
-        self.width = max(len(x) for x in ids) + (1 if prefix.shape[0] else 0)  # widest prompt input
+        self.lead = prefix.shape[0] - self.p0  # the last prefix token, fed with each prompt (0 or 1)
+        self.width = max(len(x) for x in ids) + self.lead  # widest prompt input
         self.batch = min(batch_size, len(ids))
         length = self.width + 2 * max_new_tokens + 8  # the slots' own columns
         self.cache = SlotCache(self.batch, length)
@@ -252,7 +248,7 @@ class _Engine:
         self.stop_ids_cpu = torch.tensor(sorted(stop_ids), dtype=torch.long)
         self.candidates = stop_candidates(policy.tokenizer, vocab, stop, device) if stop else None
         self.tail = max([len(s) for s in stop] + [0]) + 1
-        self.dtype = prefix.dtype if prefix.shape[0] else policy.embed(torch.zeros(1, dtype=torch.long)).dtype
+        self.dtype = policy.base_model.get_input_embeddings().weight.dtype
         # slot state
         b = self.batch
         self.slot_row = torch.full((b,), -1, dtype=torch.long, device=device)  # prompt index, -1: free
@@ -281,10 +277,11 @@ class _Engine:
             stopping.check()  # a SIGINT/SIGTERM ends a long sampling phase here, between decode steps
             self.decode()
 
-    def _mask(self, upto: int) -> torch.Tensor:
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """An additive attention mask: 0 where ``allowed``, the dtype's lowest value elsewhere."""
         zero = torch.zeros((), dtype=self.dtype, device=self.device)
         neg = torch.tensor(torch.finfo(self.dtype).min, dtype=self.dtype, device=self.device)
-        return torch.where(self.valid[:, :upto], zero, neg)
+        return torch.where(allowed, zero, neg)
 
     def refill(self, slots: torch.Tensor) -> None:
         """Start the next waiting prompts in ``slots``: one forward over their prompts alone."""
@@ -293,9 +290,8 @@ class _Engine:
             return
         rows, self.queue = self.queue[:len(slots)], self.queue[len(slots):]
         inputs = [self.ids[i] for i in rows]
-        lead = self.prefix_last.shape[0]
-        w = max(len(x) for x in inputs) + lead
-        c, r, device = self.column, len(rows), self.device
+        w = max(len(x) for x in inputs) + self.lead
+        c, device = self.column, self.device
         embeds, own, positions = row_block(self.policy, inputs, self.prefix, width=w)
         self.valid[slots] = False
         self.valid[slots, c - w:c] = own
@@ -305,9 +301,7 @@ class _Engine:
         block = cols[None, :] - (c - w)
         causal = (block < 0) | (block <= torch.arange(w, device=device)[:, None])
         allowed = (self.valid[slots, None, :c] & causal[None]) | (block[None] == torch.arange(w, device=device)[None, :, None])
-        zero = torch.zeros((), dtype=self.dtype, device=device)
-        neg = torch.tensor(torch.finfo(self.dtype).min, dtype=self.dtype, device=device)
-        mask = torch.where(allowed, zero, neg)[:, None]
+        mask = self._additive(allowed)[:, None]
         self.cache.rows, self.cache.start, self.cache.upto = slots, c - w, c
         out = self.policy.forward(embeds, mask, position_ids=positions, past_key_values=self.cache, use_cache=True,
                                   logits_to_keep=1)
@@ -328,7 +322,8 @@ class _Engine:
         self.valid[:, c] = True
         self.cache.rows, self.cache.start, self.cache.upto = None, c, c + 1
         embeds = self.policy.embed(self.last[:, None])
-        out = self.policy.forward(embeds, self._mask(c + 1)[:, None, None, :], position_ids=self.slot_pos[:, None],
+        out = self.policy.forward(embeds, self._additive(self.valid[:, :c + 1])[:, None, None, :],
+                                  position_ids=self.slot_pos[:, None],
                                   past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.column = c + 1
         self.slot_pos += 1
@@ -340,15 +335,14 @@ class _Engine:
     def emit(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
         """Draw the next token of ``slots`` from their logits, record it and retire finished rows."""
         logits = logits.float()
-        rows = self.slot_row[slots]
-        t = self.slot_t[slots]
+        rows, t = self.slot_row[slots], self.slot_t[slots]
+        rows_cpu, t_cpu = rows.cpu(), t.cpu()
         if self.temperature == 0:
             next_ids = logits.argmax(-1)
         else:
             probs = torch.softmax(logits if self.temperature == 1 else logits / self.temperature, dim=-1)
-            u = uniforms(self.key, self.row_ids[rows.cpu()], t.cpu()).to(probs.device)
-            next_ids = inverse_cdf(probs, u)
-        rows_cpu, t_cpu, next_cpu = rows.cpu(), t.cpu(), next_ids.cpu()
+            next_ids = inverse_cdf(probs, uniforms(self.key, self.row_ids[rows_cpu], t_cpu).to(probs.device))
+        next_cpu = next_ids.cpu()
         self.tokens[rows_cpu, t_cpu] = next_cpu
         self.count[rows_cpu] = t_cpu + 1
         self.last[slots] = next_ids
@@ -382,7 +376,7 @@ class _Engine:
             cols = valid[b].nonzero().flatten()
             index[b, width - len(cols):] = cols  # the columns before them are unused and masked
             new_valid[b, width - len(cols):width] = True
-        self.cache.gather_columns(0, index)
+        self.cache.gather_columns(index)
         self.valid = new_valid
         self.column = width
 

@@ -19,6 +19,26 @@ def cached_prefix_length(prefix: torch.Tensor) -> int:
     return max(prefix.shape[0] - 1, 0)
 
 
+def prefix_cache(policy, prefix: torch.Tensor):
+    """A ``DynamicCache`` of the cached prefix positions at batch 1 (None if there are none), run
+    with gradient where the caller has it on (the scorer); callers repeat it over their rows."""
+    from transformers import DynamicCache
+
+    first = cached_prefix_length(prefix)
+    if not first:
+        return None
+    cache = DynamicCache(config=policy.base_model.config)
+    ones = torch.ones(1, first, dtype=torch.long, device=prefix.device)
+    policy.forward(prefix[None, :first], ones, position_ids=ones.cumsum(-1) - 1, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def attention_mask(real: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """The 2-D mask of rows that feed ``real`` after the cached prefix positions: ``[n, P0 + w]``."""
+    return torch.cat([real.new_ones(real.shape[0], cached_prefix_length(prefix)), real], dim=1).long()
+
+
 def row_block(policy, rows: list[list[int]], prefix: torch.Tensor, width: int | None = None):
     """``(embeds [n, w, d], real [n, w] bool, positions [n, w] long)`` of the rows' blocks (see above);
     ``width`` defaults to the longest row plus the last prefix token."""

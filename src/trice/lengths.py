@@ -40,7 +40,7 @@ def drop_too_long(tokenizer, model, examples: list, config, what: str, layouts) 
         (kept if need <= limit else too_long).append((i, example, need))
     if not too_long:
         return examples
-    first, _, need = too_long[0][0], None, too_long[0][2]
+    first, _, need = too_long[0]
     message = (f"{len(too_long)} of {len(examples)} {what} examples do not fit in the model's context of "
                f"{limit} tokens with the prefix and max_new_tokens = {config.max_new_tokens} (the first, "
                f"#{first}, needs {need})")

@@ -311,21 +311,23 @@ class Policy:
         # soft prompt itself; we put it in inputs_embeds ourselves so it can be KV-cached and shared.
         if "logits_to_keep" in kwargs and not self._accepts_logits_to_keep():
             del kwargs["logits_to_keep"]  # older/remote-code models: full logits, callers slice them
-        if past_key_values is not None:  # transformers >= 5.24 names it `cache` (the old name warns)
-            kwargs["cache" if self._forward_takes("cache") else "past_key_values"] = past_key_values
         return self.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                               position_ids=position_ids, use_cache=use_cache, **kwargs)
+                               position_ids=position_ids, use_cache=use_cache,
+                               **self._cache_kwargs(past_key_values), **kwargs)
 
     __call__ = forward
 
     def hidden_states(self, inputs_embeds, attention_mask, position_ids=None, past_key_values=None, use_cache=False):
         """The transformer's last hidden states ``[B, T, d]`` (before the LM head), as :meth:`forward` runs it."""
         decoder = self.base_model.get_decoder()
-        kwargs = {}
-        if past_key_values is not None:
-            kwargs["cache" if self._forward_takes("cache") else "past_key_values"] = past_key_values
         return decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=use_cache, **kwargs).last_hidden_state
+                       use_cache=use_cache, **self._cache_kwargs(past_key_values)).last_hidden_state
+
+    def _cache_kwargs(self, past_key_values) -> dict:
+        # transformers >= 5.24 names the KV cache argument `cache` (the old name warns)
+        if past_key_values is None:
+            return {}
+        return {"cache" if self._forward_takes("cache") else "past_key_values": past_key_values}
 
     def _forward_takes(self, name: str) -> bool:
         if not hasattr(self, "_forward_params"):

@@ -16,7 +16,7 @@ from transformers import DynamicCache
 
 from . import stopping
 from .engine import Rows
-from .layout import cached_prefix_length, row_block
+from .layout import attention_mask, prefix_cache, row_block
 from .randomness import inverse_cdf, uniforms
 
 
@@ -27,17 +27,11 @@ def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_t
     count = torch.zeros(n, dtype=torch.long)
     finished = torch.zeros(n, dtype=torch.bool)
     prefix = policy.prefix_embeds()
-    # Cache all prefix tokens but the last; the last one is fed with each prompt so that every row
-    # has at least one input token (empty prompts are fine with a prefix).
-    prefix_cache = DynamicCache(config=policy.base_model.config)
-    if prefix.shape[0] > 1:
-        ones = torch.ones(1, prefix.shape[0] - 1, dtype=torch.long, device=prefix.device)
-        policy.forward(prefix[None, :-1], ones, position_ids=ones.cumsum(-1) - 1,
-                       past_key_values=prefix_cache, use_cache=True, logits_to_keep=1)
+    prefix_kv = prefix_cache(policy, prefix)  # all prefix tokens but the last (trice.layout)
     order = sorted(range(n), key=lambda i: -len(ids[i]))  # little padding per batch
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
-        out = _batch(policy, [ids[i] for i in rows], [row_ids[i] for i in rows], key, prefix, prefix_cache,
+        out = _batch(policy, [ids[i] for i in rows], [row_ids[i] for i in rows], key, prefix, prefix_kv,
                      max_new_tokens, temperature, stop, stop_ids)
         for i, (toks, done) in zip(rows, out):
             tokens[i, :len(toks)] = torch.tensor(toks, dtype=torch.long)
@@ -45,13 +39,16 @@ def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_t
     return Rows(tokens, count, finished)
 
 
-def _batch(policy, ids, row_ids, key, prefix, prefix_cache, max_new_tokens, temperature, stop, stop_ids):
+def _batch(policy, ids, row_ids, key, prefix, prefix_kv, max_new_tokens, temperature, stop, stop_ids):
     tok, device = policy.tokenizer, policy.device
-    n, first = len(ids), cached_prefix_length(prefix)
+    n = len(ids)
     embeds, real, pos = row_block(policy, ids, prefix)
-    mask = torch.cat([real.new_ones(n, first), real], dim=1).long()
-    cache = copy.deepcopy(prefix_cache)  # the shared prefix, repeated over the batch
-    cache.batch_repeat_interleave(n)
+    mask = attention_mask(real, prefix)
+    if prefix_kv is None:
+        cache = DynamicCache(config=policy.base_model.config)
+    else:  # the shared prefix, repeated over the batch
+        cache = copy.deepcopy(prefix_kv)
+        cache.batch_repeat_interleave(n)
 
     stop_tensor = torch.tensor(sorted(stop_ids), device=device)
     tail = max([len(s) for s in stop] + [0]) + 1  # trailing tokens enough to contain any stop string

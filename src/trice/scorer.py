@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.utils.checkpoint
-from transformers import DynamicCache
 
 from .errors import TriceError
-from .layout import cached_prefix_length, row_block
+from .layout import attention_mask, prefix_cache, row_block
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -36,17 +35,12 @@ def _batch_logprobs(policy, prompt_ids, cont_ids):
     # Each row's block is [last prefix token, prompt, continuation], right-aligned (trice.layout); the
     # shared prefix runs once, at batch 1 and with gradient, and its KV cache is repeated over the
     # batch, so gradients flow back through the cache into the soft prompt or the LoRA weights.
-    first = cached_prefix_length(prefix)
     embeds, real, positions = row_block(policy, [p + c for p, c in zip(prompt_ids, cont_ids)], prefix)
     width = embeds.shape[1]
-    cache = None
-    if first:
-        cache = DynamicCache(config=policy.base_model.config)
-        ones = torch.ones(1, first, dtype=torch.long, device=device)
-        policy.forward(prefix[None, :first], ones, position_ids=ones.cumsum(-1) - 1, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
+    cache = prefix_cache(policy, prefix)
+    if cache is not None:
         cache.batch_repeat_interleave(n)
-    mask = torch.cat([real.new_ones(n, first), real], dim=1).long()
+    mask = attention_mask(real, prefix)
     lengths = torch.tensor([len(c) for c in cont_ids], device=device)
     cont_mask = torch.arange(lc, device=device)[None, :] < lengths[:, None]  # [n, lc], left-aligned
     # The hidden state at column t predicts the token at t + 1: the columns before each continuation
@@ -68,7 +62,7 @@ def _batch_logprobs(policy, prompt_ids, cont_ids):
         # tokens: the [rows, length, vocab] logits never exist whole.
         hidden = policy.hidden_states(embeds, mask, position_ids=positions, past_key_values=cache,
                                       use_cache=cache is not None)[:, keep]
-        flat = chunked_logprobs(policy.base_model.get_output_embeddings(), hidden[kept], targets)
+        flat = chunked_logprobs(head, hidden[kept], targets)
     logprobs = logprobs.masked_scatter(cont_mask, flat.float())
     return logprobs, cont_mask
 

@@ -71,19 +71,19 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         console.print(f"[bold]trice[/] {config.method} on {task.name}: {len(train_set)} train, "
                       f"{len(test_set)} held-out; run directory {run.path}"
                       + (f"; resuming after step {checkpoint[1]['loop']['step']}" if checkpoint else ""))
+        ctx = Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress)
         try:
             # --- resume, or initialise: the method's own state (TRICE: the memory), then evaluate ---
             if checkpoint:
                 t.restore(checkpoint[1])
             else:
                 t0 = time.perf_counter()
-                t.method.setup(Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress))
+                t.method.setup(ctx)
                 run.log({"event": "init", "memory_coverage": t.method.coverage(), "tokens_sampled": t.sampler.tokens,
                          "num_exemplars": len(t.exemplars), "seconds": time.perf_counter() - t0})
                 t.loop.accuracy_before, t.loop.verdicts_before = evaluate_and_log(
                     run, t.policy, t.method, task, test_set, config, 0, progress, t.sampler.tokens, t.started)
             # --- the loop ---------------------------------------------------------------------
-            ctx = Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress)
             steps = config.steps if t.method.trains else 0
             bar = progress.add_task("training", total=steps, completed=t.loop.step)
             for step in range(t.loop.step + 1, steps + 1):
