@@ -83,20 +83,41 @@ def matmul_peak(device: str, dtype) -> float:
     return 2 * n ** 3 / best
 
 
+def profile_to(path: Path, fn, device: str) -> None:
+    """torch.profiler tables of one call of ``fn``: by time, and by memory allocated."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.startswith("cuda")
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []),
+                 profile_memory=True) as prof:
+        fn()
+    table = prof.key_averages()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table.table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=30) + "\n\n"
+                    + table.table(sort_by="self_cuda_memory_usage" if cuda else "self_cpu_memory_usage",
+                                  row_limit=15))
+
+
 def coin_task():
-    """chain_sum's questions, with a check a random model passes half the time (the rationale's character
-    codes sum to an even number): a model with random weights never answers right, and TRICE would then
-    score nothing; with this check proposals are accepted and rejected, and every step scores and
-    backpropagates."""
-    from trice.tasks import Task, get_task
+    """Sums of two or three one-digit numbers (chain_sum's easiest questions, generated here so that the GPU
+    image needs no reasoning-gym), with a check a random model passes half the time (the rationale's
+    character codes sum to an even number): a model with random weights never answers right, and TRICE
+    would then score nothing; with this check proposals are accepted and rejected, and every step scores
+    and backpropagates."""
+    import random
+
+    from trice.tasks import Example, Task
 
     class Coin(Task):
         def check(self, rationale, example):
             return sum(map(ord, rationale)) % 2 == 0
 
-    base = get_task("gym/chain_sum", seed=0, min_terms=2, max_terms=3, min_digits=1, max_digits=1, n_train=64,
-                    n_test=16)
-    return Coin("coin-chain-sum", base.train, base.test)
+    rng = random.Random(0)
+
+    def question():
+        terms = [rng.randint(0, 9) for _ in range(rng.randint(2, 3))]
+        return Example(" + ".join(map(str, terms)) + " =", str(sum(terms)))
+
+    return Coin("coin-sums", [question() for _ in range(64)], [question() for _ in range(16)])
 
 
 def train_steps(model_fn, params: str, steps: int, out: Path, device: str) -> dict:
@@ -126,15 +147,21 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", default="gpu-check.json")
+    parser.add_argument("--score-batch-size", type=int, default=16, help="rows per scoring forward + backward")
+    parser.add_argument("--profile-dir", default=None,
+                        help="write torch.profiler tables of one sampling call and one scoring pass here")
     args = parser.parse_args(argv)
     from trice.model import Policy
     from trice.prompts import END_OF_RATIONALE, exemplar_prefix, rationale_prompt
     from trice.sampler import sample
-    from trice.scorer import score
+    from trice.scorer import weighted_backward
     from trice.tasks import Example
 
     device = args.device
+    from trice.model import resolve_dtype
+
     report = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+              "auto_dtype": str(resolve_dtype("auto", device)),
               "model": "tiny Qwen2" if args.tiny else "Qwen2.5-0.5B shape, random weights",
               "torch": torch.__version__}
     print(f"gpu-check on {report['device']} ({report['model']})", flush=True)
@@ -158,10 +185,10 @@ def main(argv=None) -> int:
     policy = Policy.create(model, tok, "lora", prefix_text=prefix)
     n = args.new_tokens
 
-    def ours():
+    def ours(engine="slots", copies=1):
         with no_stop_tokens():
-            out = sample(policy, prompts, max_new_tokens=n, temperature=1.0, stop=(), batch_size=args.rows,
-                         generator=torch.Generator().manual_seed(0))
+            out = sample(policy, prompts * copies, max_new_tokens=n, temperature=1.0, stop=(),
+                         batch_size=args.rows * copies, generator=torch.Generator().manual_seed(0), engine=engine)
         sync(device)
         return sum(s.num_tokens for s in out)
 
@@ -176,7 +203,9 @@ def main(argv=None) -> int:
         return int((out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0])
 
     timings = {}
-    for name, fn in (("ours", ours), ("generate", theirs)):
+    runs = (("ours", ours), ("generate", theirs), ("plain", lambda: ours("plain")),
+            ("ours_4x_rows", lambda: ours(copies=4)), ("plain_4x_rows", lambda: ours("plain", copies=4)))
+    for name, fn in runs:
         fn()  # warm-up
         t0 = time.perf_counter()
         count = fn()
@@ -184,8 +213,15 @@ def main(argv=None) -> int:
     report["sampled_tokens_per_s"] = timings["ours"]
     report["generate_tokens_per_s"] = timings["generate"]
     report["sampler_vs_generate"] = timings["ours"] / timings["generate"]
+    report["plain_sampler_tokens_per_s"] = timings["plain"]
+    report[f"sampled_tokens_per_s_{4 * args.rows}_rows"] = timings["ours_4x_rows"]
+    report[f"plain_sampler_tokens_per_s_{4 * args.rows}_rows"] = timings["plain_4x_rows"]
     print(f"  sampling: {timings['ours']:.0f} tok/s, generate {timings['generate']:.0f} tok/s "
-          f"({report['sampler_vs_generate']:.2f}x)", flush=True)
+          f"({report['sampler_vs_generate']:.2f}x), plain path {timings['plain']:.0f} tok/s; "
+          f"{4 * args.rows} rows: {timings['ours_4x_rows']:.0f} tok/s, plain {timings['plain_4x_rows']:.0f}",
+          flush=True)
+    if args.profile_dir:  # where one sampling call's time goes (CPU-side overhead: CPU total >> CUDA total)
+        profile_to(Path(args.profile_dir) / "sampling-profile.txt", ours, device)
 
     # 3. scoring MFU: score + backward of the sampled rows (LoRA)
     with no_stop_tokens():
@@ -193,16 +229,24 @@ def main(argv=None) -> int:
                                                            stop=(), batch_size=args.rows)]
     params = policy.trainable_parameters()
 
-    def fwd_bwd():
+    coefs = torch.full((len(texts),), -1.0 / len(texts))
+
+    def fwd_bwd():  # as a training step scores: score_batch_size rows per forward + backward
         for p in params:
             p.grad = None
-        (-score(policy, prompts, texts).mean()).backward()
+        weighted_backward(policy, prompts, texts, coefs, batch_size=args.score_batch_size)
         sync(device)
 
     fwd_bwd()
+    if args.profile_dir:
+        profile_to(Path(args.profile_dir) / "scoring-profile.txt", fwd_bwd, device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     fwd_bwd()
     secs = time.perf_counter() - t0
+    if device.startswith("cuda"):
+        report["scoring_peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     c = model.config
     shape = {"n_nonembedding": sum(p.numel() for name, p in model.named_parameters()
                                    if "embed_tokens" not in name and "lm_head" not in name and "lora_" not in name),
@@ -217,9 +261,9 @@ def main(argv=None) -> int:
     print(f"  scoring: {secs:.3f} s for {len(texts)} rows, MFU {report['scoring_mfu']:.3f} "
           f"(peak {peak / 1e12:.1f} TFLOP/s)", flush=True)
 
-    # 4. peak memory
+    # 4. peak memory (GPU: of the scoring pass, the stats were reset before it)
     if device.startswith("cuda"):
-        report["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        report["peak_gpu_memory_gib"] = report["scoring_peak_gpu_memory_gib"]
     report["peak_host_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"  peak memory: {report.get('peak_gpu_memory_gib', float('nan')):.2f} GiB GPU, "
           f"{report['peak_host_rss_gib']:.2f} GiB host RSS", flush=True)

@@ -14,7 +14,7 @@ import trice.engine as engine
 from tiny import make_tiny_lm
 from trice.lora_merge import MergedLora
 from trice.model import Policy
-from trice.sampler import TorchSampler, sample
+from trice.sampler import TorchSampler, auto_engine, sample
 
 PREFIX = "Question: 1 + 1 =\nAnswer: Let's think step by step.\n1 + 1 = 2. So the answer is 2.\n\n"
 PROMPTS = ["Question: 2 + 3 =\nAnswer: Let's think step by step.\n", "Question: 7 =\nAnswer:", "x",
@@ -154,3 +154,18 @@ def test_packing_keeps_only_live_rows_columns(monkeypatch):
     assert after_pack and all(column <= bound < length for column, bound, length in after_pack)
     assert len(stale) > 50 and max(stale) == 0
     assert slots == draw(policy, prompts, engine_name="plain", batch_size=16, stop=stops)
+
+
+def test_auto_engine_is_the_slot_engine_on_cpus_and_the_plain_path_on_cuda():
+    """The measured rule (benchmarks/PROFILE.md): slots on CPUs, plain on CUDA and for attention the slot
+    engine does not cover."""
+    policy = make_policy("lora")
+    assert auto_engine(policy) == "slots"
+
+    class OnCuda:
+        device = torch.device("cuda")
+        base_model = policy.base_model
+
+    assert auto_engine(OnCuda()) == "plain"
+    policy.base_model.config.sliding_window, policy.base_model.config.use_sliding_window = 4, True
+    assert engine.supports(policy.base_model) is False and auto_engine(policy) == "plain"

@@ -60,9 +60,9 @@ class Coin(Task):
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-    from trice import trainer
+    from trice import scorer
 
-    real_score = trainer.score
+    real_score = scorer.score
     calls = []
 
     def score(policy, prompts, continuations):  # finite for the first update, NaN after it
@@ -70,7 +70,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
         log_probs = real_score(policy, prompts, continuations)
         return log_probs if len(calls) == 1 else log_probs * float("nan")
 
-    monkeypatch.setattr(trainer, "score", score)
+    monkeypatch.setattr(scorer, "score", score)
     model, tok = make_tiny_lm(0)
     task = Coin("coin", [Example(f"{i} =", str(i)) for i in range(8)], [Example("9 =", "9")],
                 exemplars=[Example("1 =", "1", rationale="So the answer is 1.")])

@@ -152,12 +152,12 @@ def test_every_method_resumes_exactly_after_a_crash(tmp_path, monkeypatch, metho
     state as an uninterrupted run, for each kind of method state (memory, STaR data, none)."""
     from tiny import coin_task, make_tiny_lm
     from trice import TrainConfig, train
-    from trice import trainer
+    from trice import scorer
 
     def run(out, crash_at=None):
         model, tok = make_tiny_lm(0)
         calls = {"n": 0}
-        real_score = trainer.score
+        real_score = scorer.score
 
         def score(*args, **kwargs):
             calls["n"] += 1
@@ -165,14 +165,14 @@ def test_every_method_resumes_exactly_after_a_crash(tmp_path, monkeypatch, metho
                 raise Crash
             return real_score(*args, **kwargs)
 
-        monkeypatch.setattr(trainer, "score", score)
+        monkeypatch.setattr(scorer, "score", score)
         config = TrainConfig(method=method, params="lora", lr=0.01, steps=8, batch_size=4, subsample=3, k=2,
                              star_inner_steps=3, max_new_tokens=6, n_eval=3, eval_every=4, checkpoint_every=1,
                              threads=1, out=str(out))
         try:
             return train(config, model=model, tokenizer=tok, task=coin_task(gold=True))
         finally:
-            monkeypatch.setattr(trainer, "score", real_score)
+            monkeypatch.setattr(scorer, "score", real_score)
 
     reference = run(tmp_path / "ref")
     with pytest.raises(Crash):

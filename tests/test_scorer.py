@@ -6,7 +6,7 @@ import torch
 from tiny import make_tiny_lm
 from trice.errors import TriceError
 from trice.model import Policy
-from trice.scorer import score, token_logprobs
+from trice.scorer import score, token_logprobs, weighted_backward
 
 PROMPTS = ["Q: 2+3?\nA:", "hi", "a much longer prompt, with spaces\nand a newline:", "x"]
 CONTS = [" 5. The answer is 5.", "!", " ok\n", "yz  w"]
@@ -79,6 +79,28 @@ def test_gradient_reaches_soft_prompt_only():
     (soft,) = policy.trainable_parameters()
     assert soft.grad is not None and soft.grad.abs().sum() > 0
     assert all(p.grad is None for p in policy.base_model.parameters())
+
+
+@pytest.mark.parametrize("params", ["prompt", "lora"])
+def test_weighted_backward_in_batches_gives_the_one_pass_gradient(params):
+    """Gradient accumulation over scoring batches of 1 and 3 rows: the same loss and gradient as one pass
+    over all rows (float32 rounding only), and the prefix's gradient counted once per row, not per batch."""
+    coefs = torch.tensor([0.7, -1.3, 0.2, 2.0])
+    grads = {}
+    for size in (None, 1, 3):
+        policy = make_policy(params)
+        loss = weighted_backward(policy, PROMPTS, CONTS, coefs, batch_size=size)
+        grads[size] = (loss, [p.grad.clone() for p in policy.trainable_parameters()])
+        if size is None:
+            expected = -(coefs * score(make_policy(params), PROMPTS, CONTS)).sum()
+            assert torch.allclose(loss, expected.detach(), rtol=1e-5)
+    for size in (1, 3):
+        assert torch.allclose(grads[size][0], grads[None][0], rtol=1e-5)
+        for g, g0 in zip(grads[size][1], grads[None][1]):
+            assert g0.abs().sum() > 0
+            assert (g - g0).norm() <= 1e-5 * g0.norm()  # float32 summation order only
+    with pytest.raises(TriceError, match="4 prompts but 3 coefficients"):
+        weighted_backward(make_policy(params), PROMPTS, CONTS, coefs[:3])
 
 
 def test_score_errors():

@@ -43,6 +43,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--task-option", action="append", default=None, metavar="KEY=VALUE",
                                 dest="task_options", help="task option (repeatable), e.g. min_terms=2")
             continue
+        if f.name == "reward":
+            parser.add_argument("--reward", action="append", default=None, metavar="MODULE:FUNCTION",
+                                dest="reward", help=f.metadata.get("help") + " (repeatable)")
+            continue
         parser.add_argument(flag, dest=f.name, default=None, type=_parse_value, help=f.metadata.get("help"))
 
 
@@ -105,14 +109,14 @@ def cmd_eval(args) -> int:
     from .evaluate import greedy_accuracy, self_consistency_accuracy, standard_error
     from .model import Policy, load_model
     from .run import RunDir
-    from .tasks import get_task
+    from .tasks import task_from_config
     import torch
 
     run = RunDir(args.run_dir)
     config = run.config()
     if not run.policy_path.exists():
         raise TriceError(f"{run.path} has no saved policy (policy/): did the run finish?")
-    task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
+    task = task_from_config(config)
     n_eval = args.n_eval if args.n_eval is not None else config.n_eval
     test_set = task.test[:n_eval]
     from .distributed import default_device, init

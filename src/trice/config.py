@@ -47,6 +47,17 @@ class TrainConfig:
     task: str = _f("gym/chain_sum", "gsm8k | bbh | bbh/<task> | gym/<dataset> | jsonl:<path>")
     task_options: dict = _f({}, "options passed to the task (e.g. reasoning-gym config)")
     data_dir: str | None = _f(None, "local directory of the dataset (else $TRICE_DATA_DIR, else the hub)")
+    split: str = _f("train", "hf: tasks: the training split")
+    test_split: str | None = _f(None, "hf: tasks: the held-out split (default: test, else a deterministic "
+                                      "split of the training split)")
+    question_field: str = _f("question", "hf: and jsonl: tasks: the question column")
+    answer_field: str = _f("answer", "hf: and jsonl: tasks: the answer column")
+    answer_type: str = _f("auto", "hf: tasks: how answers are compared: exact text, number, math "
+                                  "(math-verify), or auto (number when every gold answer is one, else exact)",
+                          choices=("auto", "exact", "number", "math"))
+    reward: list = _f([], "TRL-style reward functions module:function (completions plus the dataset's "
+                          "columns -> list[float]) used as the checker; several are summed, as TRL does")
+    reward_threshold: float = _f(0.0, "a reward above this means correct")
     n_train: int | None = _f(None, "use only the first N training examples")
     # --- method and optimisation
     method: str = _f("trice", "trice (CV, subsampled), trice-full (CV), trice-nocv (basic), or a baseline: "
@@ -62,9 +73,13 @@ class TrainConfig:
     max_grad_norm: float | None = _f(None, "clip the gradient norm (off by default, as the reference)")
     temperature: float = _f(1.0, "proposal temperature; 1.0 is exact TRICE, other values an approximation")
     max_new_tokens: int = _f(64, "maximum rationale length in tokens")
+    prompt_format: str = _f("auto", "plain text prompts, the tokenizer's chat template, or auto (see "
+                                    "trice.prompts.resolve_format)", choices=("auto", "plain", "chat"))
     on_too_long: str = _f("drop", "examples whose prompt + max_new_tokens exceed the model's context: drop "
                                   "them with a warning, or error", choices=("drop", "error"))
     sample_batch_size: int = _f(64, "decode rows of the sampling engine (slots refilled as rows finish)")
+    score_batch_size: int = _f(16, "rows per scoring forward + backward; gradients accumulate over them "
+                                   "(lower it if a step runs out of memory)")
     # --- initialisation (ALGORITHM.md section 2)
     exemplars: str | None = _f(None, "JSONL file of exemplars {question, rationale, answer} instead of searching")
     num_exemplars: int = _f(3, "exemplars in the prompt")
@@ -78,6 +93,8 @@ class TrainConfig:
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (the newest; older ones are deleted)")
     max_bad_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
     seed: int = _f(0, "random seed")
+    report_to: str = _f("none", "also log every metric to an experiment tracker, as transformers names them",
+                        choices=("none", "tensorboard", "wandb", "trackio"))
     out: str | None = _f(None, "run directory (default runs/<task>-<method>-<time>)")
     threads: int | None = _f(None, "torch CPU threads (default: torch's, i.e. all cores)")
     device: str | None = _f(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
@@ -117,7 +134,8 @@ class TrainConfig:
         need(self.n_eval >= 0 and self.eval_every >= 0 and self.sc_samples >= 0,
              "n_eval, eval_every and sc_samples must be >= 0")
         need(self.num_exemplars >= 0 and self.exemplar_search >= 1, "num_exemplars must be >= 0 and exemplar_search >= 1")
-        need(self.lora_r >= 1 and self.sample_batch_size >= 1, "lora_r and sample_batch_size must be >= 1")
+        need(self.lora_r >= 1 and self.sample_batch_size >= 1 and self.score_batch_size >= 1,
+             "lora_r, sample_batch_size and score_batch_size must be >= 1")
         need(self.k >= 2 or self.method not in ("rs", "rloo"), f"k must be >= 2 for {self.method}, got {self.k}")
         need(self.star_inner_steps >= 1, f"star_inner_steps must be >= 1, got {self.star_inner_steps}")
         need(self.n_train is None or self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
@@ -167,6 +185,8 @@ def _check_type(f: dataclasses.Field, value) -> None:
     ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "str": lambda v: isinstance(v, str),
-          "dict": lambda v: isinstance(v, dict)}.get(base, lambda v: True)(value)
+          "dict": lambda v: isinstance(v, dict),
+          "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}.get(base, lambda v: True)(value)
     if not ok:
-        raise TriceError(f"config: {f.name} must be {base}, got {type(value).__name__} {value!r}")
+        raise TriceError(f"config: {f.name} must be {'a list of strings' if base == 'list' else base}, "
+                         f"got {type(value).__name__} {value!r}")

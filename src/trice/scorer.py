@@ -124,6 +124,29 @@ def score(policy, prompts: list[str], continuations: list[str], *, batch_size: i
     return torch.cat(parts)
 
 
+def weighted_backward(policy, prompts: list[str], continuations: list[str], coefs: torch.Tensor, *,
+                      batch_size: int | None = None) -> torch.Tensor:
+    """Backpropagate ``loss = -sum(coefs * log p(continuation | prefix + prompt))`` and return it (detached).
+
+    The rows go through forward and backward ``batch_size`` at a time and their gradients accumulate, so
+    the gradient is the one-pass gradient (up to float rounding) while only one batch's activations are
+    alive at once: scoring 64 rows of a 0.5B model in one pass took over 75 GiB on an H100.
+
+    >>> weighted_backward(policy, prompts, texts, torch.tensor([0.5, -0.5]), batch_size=16)  # doctest: +SKIP
+    """
+    if len(coefs) != len(prompts):
+        raise TriceError(f"got {len(prompts)} prompts but {len(coefs)} coefficients")
+    size = batch_size or max(len(prompts), 1)
+    loss = torch.zeros((), device=policy.device)
+    for start in range(0, len(prompts), size):
+        rows = slice(start, start + size)
+        log_probs = score(policy, prompts[rows], continuations[rows])
+        part = -(coefs[rows].to(log_probs) * log_probs).sum()
+        part.backward()
+        loss += part.detach()
+    return loss
+
+
 def token_logprobs(policy, prompts: list[str], continuations: list[str], *,
                    batch_size: int | None = None) -> list[torch.Tensor]:
     """Per-token log-probs of each continuation (a 1-D tensor per example, length = its token count)."""

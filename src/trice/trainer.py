@@ -28,9 +28,9 @@ from .model import Policy, load_model
 from .prompts import exemplar_prefix, guide_prefix, guide_prompt, rationale_prompt
 from .run import RunDir
 from .sampler import TorchSampler
-from .scorer import score
+from .scorer import weighted_backward
 from .stopping import StopOnSignal, StopRequested
-from .tasks import Task, get_task
+from .tasks import Task, task_from_config
 from .training_state import TrainingState
 from .training_utils import (console, cosine_schedule, evaluate_and_log, grad_norm, lora_targets, paired_z,
                              progress_bar)
@@ -56,7 +56,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-    task = task or get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
+    task = task or task_from_config(config)
     checkpoint = load_latest(RunDir(resume).checkpoints_path) if resume is not None else None
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
@@ -190,10 +190,9 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     loss = torch.zeros(())
     mine = here.rows(len(weighted.prompts))
     if mine:
-        log_probs = score(t.policy, [weighted.prompts[i] for i in mine], [weighted.continuations[i] for i in mine])
-        loss = -(weighted.coefs[mine].to(log_probs) * log_probs).sum()
-        loss.backward()
-        loss = loss.detach().cpu()
+        loss = weighted_backward(t.policy, [weighted.prompts[i] for i in mine],
+                                 [weighted.continuations[i] for i in mine], weighted.coefs[mine],
+                                 batch_size=config.score_batch_size).cpu()
     loop.sequences_scored += len(weighted.prompts)
     if here.size > 1 and weighted.prompts:  # (no sequences anywhere: no gradient, as with one process)
         for p in params:

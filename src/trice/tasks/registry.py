@@ -38,3 +38,8 @@ def get_task(name: str, data_dir: str | None = None, seed: int = 0, **options) -
         return _REGISTRY[name]("", data_dir=data_dir, seed=seed, **options)
     raise TriceError(f"unknown task {name!r}; known families: {', '.join(sorted(_REGISTRY))} "
                      "(e.g. gsm8k, bbh/<task>, gym/<dataset>, jsonl:<path>)")
+
+
+def task_from_config(config) -> Task:
+    """The task a :class:`~trice.config.TrainConfig` names, with its task options and data flags."""
+    return get_task(config.task, data_dir=config.data_dir, seed=config.seed, **config.task_options)
