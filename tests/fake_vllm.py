@@ -25,6 +25,7 @@ class SamplingParams:
     stop: list = field(default_factory=list)
     logprobs: int | None = None
     seed: int | None = None
+    stop_token_ids: list | None = None
 
 
 @dataclass

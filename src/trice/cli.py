@@ -126,22 +126,23 @@ def cmd_eval(args) -> int:
     policy = Policy.load(model, tokenizer, run.policy_path)
     from .methods import make_method
 
-    prompt = make_method(config.method, []).prompt  # the template the run trained with (pt-direct: none)
     from .initialise import load_exemplars
     from .lengths import drop_too_long
-    from .prompts import exemplar_prefix
+    from .prompts import resolve_format
 
+    fmt = resolve_format(config.prompt_format, tokenizer)
+    prompt = make_method(config.method, [], fmt=fmt).prompt  # the template the run trained with
     if run.exemplars_path.exists():  # the questions the run evaluated on: those that fit the context
-        prefix = exemplar_prefix(load_exemplars(run.exemplars_path))
+        prefix = fmt.prefix(load_exemplars(run.exemplars_path))
         test_set = drop_too_long(tokenizer, model, test_set, config, "held-out", [(prefix, lambda e: prompt(e.question))])
     accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
-                                     prompt=prompt)
+                                     prompt=prompt, stop=fmt.stop)
     result = {"n_eval": len(test_set), "greedy_accuracy": accuracy,
               "standard_error": standard_error(accuracy, len(test_set))}
     if args.sc_samples:
         result["sc_accuracy"] = self_consistency_accuracy(
             policy, task, test_set, args.sc_samples, config.max_new_tokens,
-            torch.Generator().manual_seed(config.seed), config.sample_batch_size, prompt=prompt)
+            torch.Generator().manual_seed(config.seed), config.sample_batch_size, prompt=prompt, stop=fmt.stop)
         result["sc_samples"] = args.sc_samples
     if here.is_main:
         (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--n-eval", type=int, default=None, help="held-out questions (default: the run's)")
     p.add_argument("--sc-samples", type=int, default=5, help="self-consistency samples (0: off)")
+
     return parser
 
 

@@ -22,24 +22,26 @@ def standard_error(accuracy: float, n: int) -> float:
 
 
 def greedy_accuracy(policy, task: Task, examples: list[Example], max_new_tokens: int = 64,
-                    batch_size: int = 32, prompt=rationale_prompt) -> tuple[float, list[bool], list[str]]:
-    """Greedy-decoding accuracy; also each example's verdict and rationale."""
+                    batch_size: int = 32, prompt=rationale_prompt,
+                    stop: tuple[str, ...] = STOP) -> tuple[float, list[bool], list[str]]:
+    """Greedy-decoding accuracy; also each example's verdict and rationale (``prompt`` and ``stop``:
+    the run's prompt format, e.g. ``method.prompt`` and ``method.format.stop``)."""
     if not examples:
         return float("nan"), [], []
     samples = sample(policy, [prompt(e.question) for e in examples], temperature=0.0,
-                     max_new_tokens=max_new_tokens, stop=STOP, batch_size=batch_size)
+                     max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size)
     verdicts = task.verdicts([s.text for s in samples], examples)
     return sum(verdicts) / len(verdicts), verdicts, [s.text for s in samples]
 
 
 def self_consistency_accuracy(policy, task: Task, examples: list[Example], num_samples: int,
                               max_new_tokens: int = 64, generator: torch.Generator | None = None,
-                              batch_size: int = 32, prompt=rationale_prompt) -> float:
+                              batch_size: int = 32, prompt=rationale_prompt, stop: tuple[str, ...] = STOP) -> float:
     """Majority vote over ``num_samples`` temperature-1 rationales per question."""
     if not examples or num_samples < 1:
         return float("nan")
     prompts = [prompt(e.question) for e in examples for _ in range(num_samples)]
-    samples = sample(policy, prompts, temperature=1.0, max_new_tokens=max_new_tokens, stop=STOP,
+    samples = sample(policy, prompts, temperature=1.0, max_new_tokens=max_new_tokens, stop=stop,
                      generator=generator, batch_size=batch_size)
     voted_texts, voted_examples = [], []
     for i, example in enumerate(examples):

@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from .errors import TriceError
 from .memory import Memory
-from .prompts import BOOTSTRAP_PREFIX, guide_prefix, guide_prompt, rationale_prompt
+from .prompts import PLAIN, PromptFormat
 from .tasks.base import Example, Task
 
 
@@ -34,17 +34,19 @@ def load_exemplars(path: str | Path) -> list[Example]:
     return exemplars
 
 
-def find_exemplars(sampler, task: Task, train_set: list[Example], num: int = 3, max_tries: int = 64) -> list[Example]:
+def find_exemplars(sampler, task: Task, train_set: list[Example], num: int = 3, max_tries: int = 64,
+                   fmt: PromptFormat = PLAIN) -> list[Example]:
     """The first ``num`` training questions on which the untuned model's rationale is correct
     (``sampler`` samples from the untuned model; its prefix is replaced here)."""
     candidates = train_set[:max_tries]
     found: dict[int, Example] = {}
-    attempts = [("", 0.0), (BOOTSTRAP_PREFIX, 0.0), (BOOTSTRAP_PREFIX, 1.0), (BOOTSTRAP_PREFIX, 1.0)]
+    bootstrap = fmt.bootstrap_prefix()
+    attempts = [(fmt.prefix([]), 0.0), (bootstrap, 0.0), (bootstrap, 1.0), (bootstrap, 1.0)]
     for prefix, temperature in attempts:
         if len(found) >= num:
             break
         todo = [i for i in range(len(candidates)) if i not in found]
-        samples = sampler.sample([rationale_prompt(candidates[i].question) for i in todo],
+        samples = sampler.sample([fmt.prompt(candidates[i].question) for i in todo],
                                  temperature=temperature, prefix=prefix)
         ok = task.verdicts([s.text for s in samples], [candidates[i] for i in todo])
         for i, s, right in zip(todo, samples, ok):
@@ -58,17 +60,17 @@ def find_exemplars(sampler, task: Task, train_set: list[Example], num: int = 3, 
 
 
 def init_memory(sampler, task: Task, train_set: list[Example], exemplars: list[Example],
-                progress: Progress | None = None, chunk: int = 256) -> Memory:
+                progress: Progress | None = None, chunk: int = 256, fmt: PromptFormat = PLAIN) -> Memory:
     """Memory from the hinted guide (the sampler counts the tokens).
 
     ``sampler`` must still sample from the untuned model (its prefix is replaced by the guide's).
     """
-    guide = guide_prefix(exemplars)
+    guide = fmt.guide_prefix(exemplars)
     memory = Memory(len(train_set))
     bar = progress.add_task("memory from the guide", total=len(train_set)) if progress else None
     for start in range(0, len(train_set), chunk):
         examples = train_set[start:start + chunk]
-        samples = sampler.sample([guide_prompt(e.question, e.answer) for e in examples], temperature=1.0,
+        samples = sampler.sample([fmt.guide_prompt(e.question, e.answer) for e in examples], temperature=1.0,
                                  prefix=guide)
         memory.initialize(range(start, start + len(examples)), [s.text for s in samples],
                           task.verdicts([s.text for s in samples], examples))

@@ -25,7 +25,7 @@ from .initialise import find_exemplars, load_exemplars, save_exemplars
 from .lengths import drop_too_long
 from .methods import Context, make_method
 from .model import Policy, load_model
-from .prompts import exemplar_prefix, guide_prefix, guide_prompt, rationale_prompt
+from .prompts import resolve_format
 from .run import RunDir
 from .sampler import TorchSampler
 from .scorer import weighted_backward
@@ -80,7 +80,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 t0 = time.perf_counter()
                 t.method.setup(ctx)
                 run.log({"event": "init", "memory_coverage": t.method.coverage(), "tokens_sampled": t.sampler.tokens,
-                         "num_exemplars": len(t.exemplars), "seconds": time.perf_counter() - t0})
+                         "num_exemplars": len(t.exemplars), "prompt_format": t.method.format.name,
+                         "seconds": time.perf_counter() - t0})
                 t.loop.accuracy_before, t.loop.verdicts_before = evaluate_and_log(
                     run, t.policy, t.method, task, test_set, config, 0, progress, t.sampler.tokens, t.started)
             # --- the loop ---------------------------------------------------------------------
@@ -108,7 +109,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                                                                   t.loop.step, progress, t.sampler.tokens, t.started)
             sc_accuracy = (self_consistency_accuracy(t.policy, task, test_set, config.sc_samples,
                                                      config.max_new_tokens, t.rngs["sampler"],
-                                                     config.sample_batch_size, prompt=t.method.prompt)
+                                                     config.sample_batch_size, prompt=t.method.prompt,
+                                                     stop=t.method.format.stop)
                            if config.sc_samples and test_set else None)
         except StopRequested as exc:
             _stopped(t, here, str(exc), started_training=bool(checkpoint) or t.loop.step > 0)
@@ -121,6 +123,7 @@ def _build(config, model, tokenizer, task, run, checkpoint):
             "resampler": torch.Generator().manual_seed(config.seed + 1)}  # the subsample
     train_set = task.train[:config.n_train] if config.n_train else task.train
     test_set = task.test[:config.n_eval] if config.n_eval else []
+    fmt = resolve_format(config.prompt_format, tokenizer)  # plain text or the chat template (trice.prompts)
     if checkpoint:
         exemplars = load_exemplars(run.exemplars_path)
     elif config.exemplars:
@@ -130,16 +133,16 @@ def _build(config, model, tokenizer, task, run, checkpoint):
     else:
         untuned = Policy.untuned(model, tokenizer)
         search = TorchSampler(untuned, rngs["sampler"], max_new_tokens=config.max_new_tokens,
-                              batch_size=config.sample_batch_size)
-        exemplars = find_exemplars(search, task, train_set, config.num_exemplars, config.exemplar_search)
+                              batch_size=config.sample_batch_size, stop=fmt.stop)
+        exemplars = find_exemplars(search, task, train_set, config.num_exemplars, config.exemplar_search, fmt)
     exemplars = exemplars[:config.num_exemplars]
-    method = make_method(config.method, exemplars, config.k, config.star_inner_steps)
+    method = make_method(config.method, exemplars, config.k, config.star_inner_steps, fmt)
     # Questions whose prompt cannot fit in the model's context are dropped (or refused) here, not
     # discovered as a forward pass over tens of thousands of tokens.
-    prefix = exemplar_prefix(exemplars)
+    prefix = fmt.prefix(exemplars)
     train_set = drop_too_long(tokenizer, model, train_set, config, "training",
-                              [(prefix, lambda e: rationale_prompt(e.question)),
-                               (guide_prefix(exemplars), lambda e: guide_prompt(e.question, e.answer))])
+                              [(prefix, lambda e: fmt.prompt(e.question)),
+                               (fmt.guide_prefix(exemplars), lambda e: fmt.guide_prompt(e.question, e.answer))])
     test_set = drop_too_long(tokenizer, model, test_set, config, "held-out",
                              [(prefix, lambda e: method.prompt(e.question))])
     if len(train_set) < config.batch_size:
@@ -154,7 +157,7 @@ def _build(config, model, tokenizer, task, run, checkpoint):
     optimizer = torch.optim.Adam(policy.trainable_parameters(), lr=config.resolved_lr())  # Adam + cosine, as the reference
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: cosine_schedule(s, config.steps, config.lr_final_ratio))
-    t = TrainingState(policy, method, _make_sampler(config, policy, rngs["sampler"]), optimizer, scheduler, rngs,
+    t = TrainingState(policy, method, _make_sampler(config, policy, rngs["sampler"], fmt), optimizer, scheduler, rngs,
                       random.Random(config.seed), run, config, exemplars=exemplars)
     return t, train_set, test_set
 
@@ -277,7 +280,7 @@ def _summarise(t: TrainingState, task, test_set, accuracy_after, verdicts_after,
     return summary
 
 
-def _make_sampler(config: TrainConfig, policy, generator: torch.Generator):
+def _make_sampler(config: TrainConfig, policy, generator: torch.Generator, fmt):
     """The sampler the run's methods draw rationales from (config.sampler: torch or vllm)."""
     if config.sampler == "vllm":
         from .vllm_sampler import VLLMSampler
@@ -285,6 +288,6 @@ def _make_sampler(config: TrainConfig, policy, generator: torch.Generator):
         dtype = str(policy.base_model.dtype).removeprefix("torch.")  # what the trainer's copy resolved to
         return VLLMSampler(policy, config.model, dtype, config.vllm_gpu_memory_utilization, config.seed,
                            generator=generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                           check_rows=config.sampler_check_rows)
+                           check_rows=config.sampler_check_rows, stop=fmt.stop)
     return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                        batch_size=config.sample_batch_size)
+                        batch_size=config.sample_batch_size, stop=fmt.stop)

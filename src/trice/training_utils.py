@@ -43,7 +43,7 @@ def evaluate_and_log(run, policy, method, task, test_set, config, step: int, pro
     t0 = time.perf_counter()
     bar = progress.add_task(f"greedy eval @ step {step}", total=None)
     accuracy, verdicts, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
-                                     prompt=method.prompt)
+                                     prompt=method.prompt, stop=method.format.stop)
     progress.remove_task(bar)
     run.log({"event": "eval", "step": step, "greedy_accuracy": accuracy, "n_eval": len(test_set),
              "tokens_sampled": tokens_sampled, "seconds": time.perf_counter() - t0,

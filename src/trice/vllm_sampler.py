@@ -142,8 +142,14 @@ class VLLMSampler:
         if not prompts:
             return []
         row_ids = list(range(len(prompts))) if row_ids is None else row_ids
+        # A stop string that is one special token (a chat template's end of turn) never appears in
+        # vLLM's detokenized text, which skips special tokens: stop at its id instead.
+        tok = self.policy.tokenizer
+        special = {t: i for t, i in zip(tok.all_special_tokens, tok.all_special_ids)}
+        stop_ids = [special[s] for s in stop if s in special]
         params = [self.vllm.SamplingParams(n=1, temperature=temperature, max_tokens=max_new_tokens,
-                                           stop=list(stop), logprobs=0, seed=_row_seed(key, row))
+                                           stop=[s for s in stop if s not in special], logprobs=0,
+                                           seed=_row_seed(key, row), **({"stop_token_ids": stop_ids} if stop_ids else {}))
                   for row in row_ids]
         outputs = self.llm.generate(self._requests(prompts, prefix), sampling_params=params, use_tqdm=False)
         samples = []

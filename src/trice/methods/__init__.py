@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from ..errors import TriceError
+from ..prompts import PLAIN, PromptFormat
 from .base import Context, Method, Weighted
 from .sampling import KSampleMethod
 from .star import STaR
@@ -38,11 +39,13 @@ _FACTORIES = {
 METHODS = tuple(_FACTORIES)
 
 
-def make_method(name: str, exemplars, k: int = 4, star_inner_steps: int = 20) -> Method:
-    """The method called ``name`` (as ``--method`` spells it)."""
+def make_method(name: str, exemplars, k: int = 4, star_inner_steps: int = 20, fmt: PromptFormat = PLAIN) -> Method:
+    """The method called ``name`` (as ``--method`` spells it), writing its text in prompt format ``fmt``."""
     if name not in _FACTORIES:
         raise TriceError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return _FACTORIES[name](exemplars, k, star_inner_steps)
+    method = _FACTORIES[name](exemplars, k, star_inner_steps)
+    method.format = fmt
+    return method
 
 
 __all__ = ["Context", "Method", "Weighted", "make_method", "METHODS"]

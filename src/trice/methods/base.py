@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..prompts import rationale_prompt
+from ..prompts import PLAIN, PromptFormat
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -62,9 +62,10 @@ class Method:
     name = "base"
     trains = True  # False for methods that only evaluate (few-shot CoT)
     memory = None  # a trice.memory.Memory for methods that keep one
+    format: PromptFormat = PLAIN  # set by make_method: the run's prompt format
 
     def prompt(self, question: str) -> str:
-        return rationale_prompt(question)
+        return self.format.prompt(question)
 
     def coverage(self) -> float | None:
         """Training examples with a correct rationale in the method's memory or kept set (None: no such set)."""

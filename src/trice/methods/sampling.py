@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from ..prompts import END_OF_RATIONALE
 from .base import Context, Method, Weighted
 
 
@@ -29,7 +28,7 @@ class KSampleMethod(Method):
         metrics = {"proposal_accuracy": float(reward.mean()),
                    "examples_with_a_correct_sample": float((reward.sum(1) > 0).float().mean()),
                    "num_terms": len(keep)}
-        return Weighted([prompts[j] for j in keep], [texts[j] + END_OF_RATIONALE for j in keep],
+        return Weighted([prompts[j] for j in keep], [texts[j] + self.format.end for j in keep],
                         coefs[keep], metrics)
 
     def coefficients(self, reward: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ..prompts import END_OF_RATIONALE, guide_prefix, guide_prompt
 from .base import Context, Method, Weighted
 
 
@@ -48,8 +47,8 @@ class STaR(Method):
         correct = ctx.task.verdicts(texts, train)
         if self.rationalize and not all(correct):
             wrong = [i for i, c in enumerate(correct) if not c]
-            hinted = [s.text for s in ctx.sample([guide_prompt(train[i].question, train[i].answer) for i in wrong],
-                                                 prefix=guide_prefix(self.exemplars))]
+            hinted = [s.text for s in ctx.sample([self.format.guide_prompt(train[i].question, train[i].answer) for i in wrong],
+                                                 prefix=self.format.guide_prefix(self.exemplars))]
             for i, z, ok in zip(wrong, hinted, ctx.task.verdicts(hinted, [train[i] for i in wrong])):
                 if ok:
                     texts[i], correct[i] = z, True
@@ -80,6 +79,6 @@ class STaR(Method):
         picks = torch.randint(len(self.dataset), (len(batch),), generator=ctx.resampler_rng).tolist()
         chosen = [self.dataset[j] for j in picks]
         return Weighted([self.prompt(ctx.train_set[i].question) for i, _ in chosen],
-                        [z + END_OF_RATIONALE for _, z in chosen],
+                        [z + self.format.end for _, z in chosen],
                         torch.full((len(chosen),), 1.0 / len(chosen), dtype=torch.float64),
                         metrics, restart=restart)

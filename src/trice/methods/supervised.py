@@ -10,11 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import TriceError
-from ..prompts import END_OF_RATIONALE
 from .base import Context, Method, Weighted
-
-DIRECT_TEMPLATE = "Question: {question}\nAnswer:"
-
 
 class FewShotCoT(Method):
     name = "fewshot-cot"
@@ -27,12 +23,12 @@ class DirectPromptTuning(Method):
     name = "pt-direct"
 
     def prompt(self, question: str) -> str:
-        return DIRECT_TEMPLATE.format(question=question)
+        return self.format.direct_prompt(question)
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         examples = [ctx.train_set[i] for i in batch]
         return Weighted([self.prompt(e.question) for e in examples],
-                        [f" The answer is {e.answer}." + END_OF_RATIONALE for e in examples],
+                        [self.format.direct_target(e.answer) for e in examples],
                         torch.full((len(batch),), 1.0 / len(batch), dtype=torch.float64))
 
 
@@ -47,5 +43,5 @@ class GoldRationales(Method):
         examples = [ctx.train_set[i] for i in batch if ctx.train_set[i].rationale]
         n = max(len(examples), 1)
         return Weighted([self.prompt(e.question) for e in examples],
-                        [e.rationale + END_OF_RATIONALE for e in examples],
+                        [e.rationale + self.format.end for e in examples],
                         torch.full((len(examples),), 1.0 / n, dtype=torch.float64))

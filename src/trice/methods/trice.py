@@ -10,7 +10,6 @@ import torch
 
 from ..estimator import estimator_terms, trice_weights
 from ..initialise import init_memory
-from ..prompts import END_OF_RATIONALE
 from .base import Context, Method, Weighted
 
 
@@ -23,7 +22,8 @@ class TriceMethod(Method):
     def setup(self, ctx: Context) -> None:
         # Memory from the hinted guide, drawn from the untuned model: at this point the policy equals
         # the untuned model (LoRA B = 0, soft prompt = exemplar text) and the guide replaces its prefix.
-        self.memory = init_memory(ctx.sampler, ctx.task, ctx.train_set, self.exemplars, ctx.progress)
+        self.memory = init_memory(ctx.sampler, ctx.task, ctx.train_set, self.exemplars, ctx.progress,
+                                  fmt=self.format)
 
     def state_dict(self):
         return {"memory": self.memory.state_dict()}
@@ -53,4 +53,4 @@ class TriceMethod(Method):
                    "mean_beta": float(beta[mask].mean()) if mask.any() else 0.0,
                    "num_valid": int(mask.sum()), "num_terms": len(chosen)}
         return Weighted([prompts[j % len(batch)] for j in chosen],
-                        [sequences[j] + END_OF_RATIONALE for j in chosen], terms.coefs, metrics)
+                        [sequences[j] + self.format.end for j in chosen], terms.coefs, metrics)
