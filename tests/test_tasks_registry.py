@@ -57,8 +57,8 @@ def test_gym_and_jsonl_names(tmp_path):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("gsm9k", r"unknown task 'gsm9k'; known families: bbh, gsm8k, gym, jsonl \(e.g. gsm8k, bbh/<task>, "
-              r"gym/<dataset>, jsonl:<path>\)"),
+    ("gsm9k", r"unknown task 'gsm9k'; known families: bbh, gsm8k, gym, hf, jsonl \(e.g. gsm8k, bbh/<task>, "
+              r"gym/<dataset>, jsonl:<path>, hf:<path-or-hub-id>\)"),
     ("bbh/nope", r"unknown BBH task 'bbh/nope'"),
     ("gsm8k/main", r"unknown task 'gsm8k/main': GSM8K has no subtasks"),
     ("jsonl", r"task 'jsonl' needs a path"),

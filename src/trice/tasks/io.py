@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import TriceError
 
@@ -69,3 +71,23 @@ def field(obj: dict[str, Any], name: str, path: Path, lineno: int) -> str:
     if value is None:
         raise TriceError(f"{path}:{lineno}: missing field {name!r} (fields: {', '.join(obj)})")
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def split_examples(examples: Sequence, seed: int, test_fraction: float = 0.2,
+                   where: str = "data") -> tuple[list, list]:
+    """The deterministic train/test cut used when a dataset has no held-out split: shuffle with
+    ``seed``, the first floor((1 - test_fraction) * n) (at least 1) are ``train``, the rest ``test``.
+
+    Shared by ``jsonl:`` and ``hf:``, so one file read by either family splits alike.
+
+    >>> split_examples(list(range(10)), seed=0)
+    ([8, 4, 3, 0, 9, 1, 2, 5], [6, 7])
+    >>> [len(part) for part in split_examples(list(range(10)), seed=0, test_fraction=0.5)]
+    [5, 5]
+    """
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise TriceError(f"{where}: test_fraction must be in [0, 1), got {test_fraction}")
+    order = list(range(len(examples)))
+    random.Random(f"jsonl:{seed}").shuffle(order)
+    n_train = max(1, math.floor(len(examples) * (1.0 - float(test_fraction)) + 1e-9))
+    return [examples[i] for i in order[:n_train]], [examples[i] for i in order[n_train:]]

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
-import random
 from pathlib import Path
 from typing import Any, Callable
 
 from .base import Example, Task
-from .io import DATA_ENV, field, local_data_dir, read_jsonl  # noqa: F401  (re-exported)
+from .io import DATA_ENV, field, local_data_dir, read_jsonl, split_examples  # noqa: F401  (re-exported)
 from .registry import register
 from ..errors import TriceError
 
@@ -75,14 +73,7 @@ class JSONLTask(Task):
         if test_path is not None:
             train, test = examples, self._load(Path(test_path))
         else:
-            if not 0.0 <= float(test_fraction) < 1.0:
-                raise TriceError(f"jsonl:{path}: test_fraction must be in [0, 1), "
-                                 f"got {test_fraction}")
-            order = list(range(len(examples)))
-            random.Random(f"jsonl:{seed}").shuffle(order)
-            n_train = max(1, math.floor(len(examples) * (1.0 - float(test_fraction)) + 1e-9))
-            train = [examples[i] for i in order[:n_train]]
-            test = [examples[i] for i in order[n_train:]]
+            train, test = split_examples(examples, seed, test_fraction, where=f"jsonl:{path}")
         self.checker_name = (checker if isinstance(checker, str)
                              else getattr(checker, "__name__", None))
         self._checker = load_checker(checker) if isinstance(checker, str) else checker
