@@ -1,4 +1,5 @@
-"""The run directory: config.yaml, metrics.jsonl, memory.jsonl, exemplars.jsonl, policy/, summary.json."""
+"""The run directory: config.yaml, metrics.jsonl, memory.jsonl, exemplars.jsonl, policy/, summary.json
+(and tensorboard/ or wandb/ with ``--report-to``)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,26 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import TriceError
+from .trackers import NoTracker, Tracker, open_tracker
 
 
 class RunDir:
-    """Files of one run. ``log`` appends one JSON object per line to metrics.jsonl."""
+    """Files of one run. ``log`` appends one JSON object per line to metrics.jsonl and sends it to the
+    tracker ``config.report_to`` names (opened by ``create`` and ``open``; ``close`` or a ``with``
+    block closes it).
+
+    >>> from trice import TrainConfig
+    >>> from trice.run import RunDir
+    >>> with RunDir.create(TrainConfig(out="/tmp/trice-demo", report_to="tensorboard")) as run:
+    ...     run.log({"step": 1, "loss": 0.5})
+    >>> run.metrics()
+    [{'step': 1, 'loss': 0.5}]
+    """
 
     def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path)
         self.writes = writes  # False on every process but rank 0 of a distributed run
+        self.tracker: Tracker = NoTracker()  # rank 0 only, like every file here
 
     @staticmethod
     def default_path(config: TrainConfig) -> str:
@@ -32,15 +45,19 @@ class RunDir:
         except OSError as exc:
             raise TriceError(f"cannot create run directory {path}: {exc.strerror}") from None
         run = cls(path)
-        dataclasses.replace(config, lr=config.resolved_lr()).save(run.config_path)  # defaults made explicit
+        explicit = dataclasses.replace(config, lr=config.resolved_lr())  # defaults made explicit
+        explicit.save(run.config_path)
         (path / "metrics.jsonl").write_text("", encoding="utf-8")
+        run.tracker = open_tracker(config.report_to, path, explicit.to_dict(), path.name)
         return run
 
     @classmethod
     def open(cls, path: str | Path, writes: bool = True) -> "RunDir":
-        """An existing run directory (to resume it)."""
+        """An existing run directory (to resume it; its tracker continues the run's)."""
         run = cls(path, writes)
-        run.config()  # a clear error if it is not one
+        config = run.config()  # a clear error if it is not one
+        if writes:
+            run.tracker = open_tracker(config.report_to, run.path, config.to_dict(), run.path.name, resume=True)
         return run
 
     config_path = property(lambda self: self.path / "config.yaml")
@@ -55,6 +72,18 @@ class RunDir:
             return
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        self.tracker.log(record, record.get("step"))
+
+    def close(self, failed: bool = False) -> None:
+        """Close the tracker (flush TensorBoard, finish the W&B / trackio run; ``failed``: marked so)."""
+        tracker, self.tracker = self.tracker, NoTracker()
+        tracker.close(failed)
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failed=exc_type is not None)
 
     def metrics_bytes(self) -> int:
         """Size of metrics.jsonl: a checkpoint's position in it."""

@@ -65,7 +65,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     run = RunDir.open(resume, here.is_main) if checkpoint else RunDir.create(config, here.is_main)
     here.barrier()  # the run directory exists before any rank uses it
 
-    with progress_bar() as progress, StopOnSignal() as stop:
+    with run, progress_bar() as progress, StopOnSignal() as stop:  # leaving it closes run's --report-to tracker
         t, train_set, test_set = _build(config, model, tokenizer, task, run, checkpoint)
         t.started = started
         console.print(f"[bold]trice[/] {config.method} on {task.name}: {len(train_set)} train, "
