@@ -13,8 +13,10 @@ is read, which then raises a TriceError.
 Gold answers are parsed as the official code does (the text after ``####``, stripped, commas
 removed). Gold rationales are the solution text without its ``<<...>>`` calculator annotations,
 ending in "The answer is N." so that each is itself a correct rationale. A model's answer is read
-from its final "the answer is N." and compared as a number: ``$``, commas, a final period and
-trailing zeros (5.0, 5.00) are ignored.
+from its final "the answer is N." and is correct when it equals the gold as a number (``$``, commas,
+a final period and trailing zeros, 5.0 or 5.00, ignored: the official rule) or, failing that, when
+it has no words (2+ letters outside LaTeX commands, so "72 clips" is wrong) and math-verify finds
+it equal (:func:`~trice.tasks.math_answer.math_equal`: 1/2 = 0.5, \\frac{1}{2}, \\boxed{72}, 50%).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from .base import Example, Task, extract_answer
+from .math_answer import math_equal
 from .registry import register
 from .io import field, local_data_dir, read_jsonl
 from ..errors import TriceError
@@ -33,6 +36,7 @@ HUB_DATASET = ("openai/gsm8k", "main")
 
 _ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)")
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word; \frac, \boxed (LaTeX commands) are not
 
 
 def parse_gold(solution: str) -> str | None:
@@ -80,6 +84,21 @@ def normalize_number(text: str) -> str:
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
+
+
+def answer_matches(predicted: str | None, gold: str) -> bool:
+    """Whether an extracted answer matches the gold: equal numbers (:func:`normalize_number`), or a
+    word-free answer that math-verify finds equal. Words are refused because math-verify would read
+    "5 apples" as 5 but "72 clips" as a product of symbols; GSM8K's official rule accepts neither.
+
+    >>> [answer_matches(p, "0.5") for p in ["$0.50", "1/2", "\\\\frac{1}{2}", "50%", "5", "0.5 cups", None]]
+    [True, True, True, True, False, False, False]
+    """
+    if predicted is None:
+        return False
+    if normalize_number(predicted) == normalize_number(gold):
+        return True
+    return not _WORD_RE.search(predicted) and math_equal(predicted, gold)
 
 
 class GSM8KTask(Task):
@@ -175,8 +194,7 @@ class GSM8KTask(Task):
         return normalize_number(answer)
 
     def is_correct(self, rationale: str, answer: str) -> bool:
-        predicted = extract_answer(rationale)
-        return predicted is not None and normalize_number(predicted) == normalize_number(answer)
+        return answer_matches(extract_answer(rationale), answer)
 
     def __repr__(self) -> str:
         loaded = ", ".join(f"{s}={len(v)}" for s, v in self._splits.items())
