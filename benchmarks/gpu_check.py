@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     def fwd_bwd():  # as a training step scores: score_batch_size rows per forward + backward
         for p in params:
             p.grad = None
-        weighted_backward(policy, prompts, texts, coefs, batch_size=args.score_batch_size)
+        weighted_backward(policy, prompts, texts, coefs, batch_size=args.score_batch_size)  # (loss, tokens)
         sync(device)
 
     fwd_bwd()

@@ -79,3 +79,18 @@ def test_compare_reuses_finished_runs_and_refuses_a_different_config(tmp_path, l
     capsys.readouterr()
     assert main(["compare", "--methods", "trice", "--seeds", "0", *flags, "--steps", "3"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_paired_differences_pair_seeds_and_pool_questions():
+    """trice against rs: per-seed accuracy differences +0.25 and +0.5 (mean +0.375, CI from t with 1 df);
+    discordant questions pooled over both seeds: trice alone right on 3, rs alone right on 0."""
+    from trice.compare import mean_ci, paired_differences
+
+    rows = [{"method": "trice", "seed": 0, "greedy_accuracy": 0.75}, {"method": "rs", "seed": 0, "greedy_accuracy": 0.5},
+            {"method": "trice", "seed": 1, "greedy_accuracy": 0.75}, {"method": "rs", "seed": 1, "greedy_accuracy": 0.25}]
+    verdicts = {("trice", 0): [True, True, True, False], ("rs", 0): [True, True, False, False],
+                ("trice", 1): [True, True, False, True], ("rs", 1): [True, False, False, False]}
+    (pair,) = paired_differences("trice", rows, verdicts)
+    assert pair["method"] == "rs" and pair["seeds"] == 2
+    assert pair["difference"] == pytest.approx(0.375) and pair["ci"] == pytest.approx(mean_ci([0.25, 0.5])[1])
+    assert (pair["reference_only"], pair["other_only"]) == (3, 0) and pair["z"] == pytest.approx(3 ** 0.5)

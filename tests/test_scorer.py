@@ -89,7 +89,8 @@ def test_weighted_backward_in_batches_gives_the_one_pass_gradient(params):
     grads = {}
     for size in (None, 1, 3):
         policy = make_policy(params)
-        loss = weighted_backward(policy, PROMPTS, CONTS, coefs, batch_size=size)
+        loss, tokens = weighted_backward(policy, PROMPTS, CONTS, coefs, batch_size=size)
+        assert tokens == sum(len(p) + len(c) for p, c in zip(PROMPTS, CONTS))  # one character, one token
         grads[size] = (loss, [p.grad.clone() for p in policy.trainable_parameters()])
         if size is None:
             expected = -(coefs * score(make_policy(params), PROMPTS, CONTS)).sum()

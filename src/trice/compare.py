@@ -1,8 +1,11 @@
-"""``trice compare``: methods x seeds on one task under one budget of sampled tokens.
+"""``trice compare``: methods x seeds on one task under one compute budget.
 
 Every run goes through the same loop, sampler, scorer, checker and evaluator; each is a normal run
-directory under ``OUT/<method>-seed<seed>``. Writes ``results.csv`` (a row per run), ``results.md``
-(means with 95% confidence intervals) and PNG plots (see :mod:`trice.plots`).
+directory under ``OUT/<method>-seed<seed>``. The budget is ``compute_budget`` in token-passes
+(:mod:`trice.budget`: sampled + 3 x scored tokens, so methods that sample nothing pay too) or the older
+``token_budget`` of sampled tokens. Writes ``results.csv`` (a row per run), ``results.md`` (means with
+95% confidence intervals, and every method against the reference method paired on the same held-out
+questions) and PNG plots (see :mod:`trice.plots`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from .errors import TriceError
 from .run import RunDir
 
 COLUMNS = ["method", "seed", "greedy_accuracy_before", "greedy_accuracy", "change", "questions_gained",
-           "questions_lost", "sc_accuracy", "tokens_sampled", "sequences_scored", "steps_done", "wall_seconds",
-           "memory_coverage", "n_eval"]
+           "questions_lost", "sc_accuracy", "tokens_sampled", "tokens_scored", "token_passes", "sequences_scored",
+           "steps_done", "wall_seconds", "memory_coverage", "n_eval"]
 # two-sided 97.5% Student t quantiles by degrees of freedom (no SciPy dependency for this)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -58,12 +61,13 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
                          "questions_lost": summary.get("questions_lost"),
                          "sc_accuracy": summary.get("sc_accuracy_after"),
                          "tokens_sampled": summary["tokens_sampled"],
+                         "tokens_scored": summary.get("tokens_scored"), "token_passes": summary.get("token_passes"),
                          "sequences_scored": summary.get("sequences_scored"),
                          "steps_done": summary.get("steps_done"),
                          "wall_seconds": summary.get("wall_seconds", round(time.perf_counter() - start, 1)),
                          "memory_coverage": _coverage(summary, config.out), "n_eval": summary["n_eval"]})
             if world().is_main:
-                write_results(rows, out)
+                write_results(rows, out, _verdicts(out, rows))
     if not world().is_main:  # under a launcher, one process writes the table and the plots
         return rows
     from .plots import comparison_plots
@@ -71,6 +75,44 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
     comparison_plots({f"{r['method']}-seed{r['seed']}": RunDir(out / f"{r['method']}-seed{r['seed']}")
                       for r in rows}, out)
     return rows
+
+
+def _verdicts(out: Path, rows: list[dict]) -> dict[tuple[str, int], list[bool]]:
+    """Each finished run's final per-question verdicts (summary.json), by (method, seed)."""
+    found = {}
+    for r in rows:
+        run = RunDir(out / f"{r['method']}-seed{r['seed']}")
+        verdicts = run.summary().get("verdicts_after") if run.summary_path.exists() else None
+        if verdicts:
+            found[(r["method"], r["seed"])] = verdicts
+    return found
+
+
+def paired_differences(reference: str, rows: list[dict], verdicts: dict) -> list[dict]:
+    """``reference`` against every other method on the same held-out questions, seed paired with seed:
+    the mean difference in final accuracy with its 95% CI over seeds (Student t), and McNemar's test
+    pooled over seeds and questions (questions only the reference got right against those only the
+    other got right)."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if method == reference:
+            continue
+        seeds = sorted({r["seed"] for r in rows if r["method"] == method}
+                       & {r["seed"] for r in rows if r["method"] == reference})
+        acc = {(r["method"], r["seed"]): r["greedy_accuracy"] for r in rows}
+        diffs = [acc[(reference, s)] - acc[(method, s)] for s in seeds
+                 if acc.get((reference, s)) is not None and acc.get((method, s)) is not None]
+        mean, half = mean_ci(diffs)
+        wins = losses = 0
+        for s in seeds:
+            a, b = verdicts.get((reference, s)), verdicts.get((method, s))
+            if a and b and len(a) == len(b):
+                wins += sum(1 for x, y in zip(a, b) if x and not y)
+                losses += sum(1 for x, y in zip(a, b) if y and not x)
+        z = (wins - losses) / math.sqrt(wins + losses) if wins + losses else float("nan")
+        out.append({"method": method, "seeds": len(diffs), "difference": mean, "ci": half,
+                    "reference_only": wins, "other_only": losses, "z": z})
+    return out
 
 
 def _coverage(summary: dict, out: str) -> float | None:
@@ -113,13 +155,13 @@ def _pooled_z(rows: list[dict]) -> str:
     return f"{(gained - lost) / math.sqrt(gained + lost):+.1f}" if gained + lost else "-"
 
 
-def write_results(rows: list[dict], out: Path) -> None:
+def write_results(rows: list[dict], out: Path, verdicts: dict | None = None) -> None:
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| method | runs | greedy accuracy | change | paired z | self-consistency | memory coverage | "
-             "tokens sampled | sequences scored | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens sampled | token-passes | sequences scored | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
 
@@ -131,10 +173,25 @@ def write_results(rows: list[dict], out: Path) -> None:
 
         lines.append(f"| {method} | {len(mine)} | {cell('greedy_accuracy')} | {cell('change', '{:+.3f}')} | "
                      f"{_pooled_z(mine)} | {cell('sc_accuracy')} | "
-                     f"{cell('memory_coverage')} | {cell('tokens_sampled', '{:.0f}')} | "
+                     f"{cell('memory_coverage')} | {cell('tokens_sampled', '{:.0f}')} | {cell('token_passes', '{:.0f}')} | "
                      f"{cell('sequences_scored', '{:.0f}')} | {cell('wall_seconds', '{:.0f}')} |")
     lines.append("")
     lines.append("Means over seeds ± half-width of the 95% confidence interval (Student t). change: held-out "
                  "greedy accuracy after minus before training, same questions. paired z: McNemar's test pooled "
-                 "over seeds, (questions turned right - turned wrong) / sqrt(their sum).")
+                 "over seeds, (questions turned right - turned wrong) / sqrt(their sum). token-passes: sampled "
+                 "tokens + 3 x scored tokens (trice.budget).")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    reference = next((m for m in ("trice", "trice-full", "trice-nocv") if m in methods), methods[0])
+    pairs = paired_differences(reference, rows, verdicts or {})
+    if pairs:
+        lines += ["", f"## {reference} against each method, on the same held-out questions", "",
+                  f"| method | seeds | {reference} - method (95% CI) | questions only {reference} got right / "
+                  "only the method got right | McNemar z |", "|---|---|---|---|---|"]
+        for p in pairs:
+            ci = "" if math.isnan(p["ci"]) else f" ± {p['ci']:.3f}"
+            diff = "-" if math.isnan(p["difference"]) else f"{p['difference']:+.3f}{ci}"
+            z = "-" if math.isnan(p["z"]) else f"{p['z']:+.2f}"
+            lines.append(f"| {p['method']} | {p['seeds']} | {diff} | {p['reference_only']} / {p['other_only']} | {z} |")
+        lines += ["", "Differences of final held-out greedy accuracy, seed paired with seed (Student t over seeds); "
+                  "McNemar's z pools the discordant questions over seeds (|z| > 1.96: p < 0.05, two-sided)."]
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

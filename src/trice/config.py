@@ -66,6 +66,11 @@ class TrainConfig:
     star_inner_steps: int = _f(20, "STaR: fine-tuning steps per outer iteration")
     steps: int = _f(100, "optimiser steps")
     token_budget: int | None = _f(None, "stop once this many tokens have been sampled (set-up included)")
+    compute_budget: int | None = _f(None, "stop once this many token-passes are spent: sampled tokens + 3 x scored "
+                                          "tokens, set-up included (trice.budget; compare's fair budget)")
+    eval_points: int = _f(0, "learning curve: evaluate on the first eval_subset held-out questions at this many "
+                             "evenly spaced points of the budget (compute_budget, else token_budget, else steps)")
+    eval_subset: int = _f(100, "held-out questions of the learning curve's intermediate evaluations")
     batch_size: int = _f(16, "M: training examples per step")
     subsample: int = _f(16, "L: terms drawn per step (backward sequences)")
     lr: float | None = _f(None, "learning rate (default depends on --params: prompt 0.03, lora 1e-3, full 1e-5)")
@@ -127,6 +132,9 @@ class TrainConfig:
         need(self.subsample >= 1, f"subsample (L) must be >= 1, got {self.subsample}")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.token_budget is None or self.token_budget >= 1, f"token_budget must be >= 1, got {self.token_budget}")
+        need(self.compute_budget is None or self.compute_budget >= 1,
+             f"compute_budget must be >= 1, got {self.compute_budget}")
+        need(self.eval_points >= 0 and self.eval_subset >= 1, "eval_points must be >= 0 and eval_subset >= 1")
         need(self.lr is None or 0 < self.lr <= 1e4, f"lr must be > 0 and <= 1e4, got {self.lr}")
         need(0 < self.lr_final_ratio <= 1, f"lr_final_ratio must be in (0, 1], got {self.lr_final_ratio}")
         need(self.temperature > 0, f"temperature must be > 0 for proposals, got {self.temperature}")

@@ -49,6 +49,8 @@ class LoopState:
     step: int = 0  # last completed step
     order: list[int] = field(default_factory=list)  # rest of the current epoch's permutation
     sequences_scored: int = 0
+    tokens_scored: int = 0  # prompt + continuation tokens of every scored row (trice.budget)
+    next_curve_point: int = 1  # the learning curve's next evaluation point (config.eval_points)
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
     accuracy_before: float | None = None
     verdicts_before: list[bool] = field(default_factory=list)  # per held-out question, for the paired test
@@ -57,6 +59,7 @@ class LoopState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "order": list(self.order), "sequences_scored": self.sequences_scored,
+                "tokens_scored": self.tokens_scored, "next_curve_point": self.next_curve_point,
                 "bad_steps": self.bad_steps, "accuracy_before": self.accuracy_before,
                 "verdicts_before": list(self.verdicts_before), "last_eval": self.last_eval,
                 "variance": self.variance.state_dict()}
@@ -64,6 +67,8 @@ class LoopState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.order = state["step"], list(state["order"])
         self.sequences_scored, self.bad_steps = state["sequences_scored"], state["bad_steps"]
+        self.tokens_scored = state.get("tokens_scored", 0)
+        self.next_curve_point = state.get("next_curve_point", 1)
         self.accuracy_before = state["accuracy_before"]
         self.verdicts_before = list(state.get("verdicts_before", []))
         self.last_eval = state.get("last_eval")

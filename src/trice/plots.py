@@ -1,7 +1,9 @@
 """Plots and reports from run directories (matplotlib, PNG; no display needed).
 
-``comparison_plots`` draws one figure per quantity with a colour per method and a line per seed;
-``write_report`` turns one run into ``report.md`` with its plots.
+``comparison_plots`` draws one figure per quantity with a colour per method and a line per seed, and
+the learning curves against compute (token-passes, :mod:`trice.budget`) as the mean over seeds with a
+95% band; ``learning_curves`` draws those with one panel per task (a study of several ``compare``
+directories); ``write_report`` turns one run into ``report.md`` with its plots.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from .run import RunDir  # noqa: E402
 
@@ -48,6 +52,13 @@ def comparison_plots(runs: dict[str, RunDir], out: str | Path) -> list[Path]:
     colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
     files = []
 
+    files.append(learning_curves({"": runs}, out / "accuracy_vs_compute.png"))
+    for key, title in (("proposal_accuracy", "training proposal accuracy"), ("memory_coverage", "memory coverage")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None])
+        _finish(ax, f"{title} against compute (mean over seeds, 95% band)", "token-passes", key)
+        files.append(_save(fig, out / f"{key}_vs_compute.png"))
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, run in runs.items():
         method = label.rsplit("-seed", 1)[0]
@@ -73,6 +84,52 @@ def comparison_plots(runs: dict[str, RunDir], out: str | Path) -> list[Path]:
         _finish(ax, title + " (moving average of 10 steps)", "step", key)
         files.append(_save(fig, out / name))
     return files
+
+
+def _compute(record: dict) -> float:
+    """A record's compute: token-passes, or sampled tokens for runs from before the unit existed."""
+    return record.get("token_passes", record.get("tokens_sampled", 0))
+
+
+def _curve(run: RunDir) -> list[tuple[float, float]]:
+    """(token-passes, accuracy on the fixed subset) at every evaluation of the run; runs without
+    subset evaluations use the full held-out accuracy."""
+    return [(_compute(e), e.get("subset_accuracy", e["greedy_accuracy"])) for e in _evals(run)]
+
+
+def _bands(ax, runs: dict[str, RunDir], points) -> None:
+    """Per method: each seed's (x, y) points interpolated onto a common grid up to the shortest seed's
+    last x, then the mean and the 95% confidence band (Student t) over seeds; one seed: its line."""
+    from .compare import mean_ci
+
+    by_method: dict[str, list] = {}
+    for label, run in runs.items():
+        xy = sorted(points(run))
+        if xy:
+            by_method.setdefault(label.rsplit("-seed", 1)[0], []).append(xy)
+    for i, (method, curves) in enumerate(by_method.items()):
+        end = min(c[-1][0] for c in curves)
+        start = max(c[0][0] for c in curves)
+        grid = np.linspace(start, end, 50) if end > start else np.array([end])
+        ys = np.array([np.interp(grid, [p[0] for p in c], [p[1] for p in c]) for c in curves])
+        stats = [mean_ci(list(col)) for col in ys.T]
+        mean = np.array([m for m, _ in stats])
+        half = np.array([0.0 if np.isnan(h) else h for _, h in stats])
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(grid, mean, color=colour, label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        ax.fill_between(grid, mean - half, mean + half, color=colour, alpha=0.2)
+
+
+def learning_curves(tasks: dict[str, dict[str, RunDir]], path: str | Path) -> Path:
+    """Held-out greedy accuracy against compute, one panel per task: ``tasks`` maps a task label to its
+    runs ("<method>-seed<seed>" -> run directory). Accuracy is on the learning curve's fixed subset of
+    the held-out questions (config.eval_subset), mean over seeds with a 95% band."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, (task, runs) in zip(axes[0], tasks.items()):
+        _bands(ax, runs, _curve)
+        _finish(ax, f"{task + ': ' if task else ''}held-out greedy accuracy against compute", "token-passes",
+                "accuracy (fixed held-out subset)")
+    return _save(fig, Path(path))
 
 
 def _finish(ax, title, xlabel, ylabel):

@@ -29,6 +29,7 @@ from .prompts import resolve_format
 from .run import RunDir
 from .sampler import TorchSampler
 from .scorer import weighted_backward
+from .budget import token_passes
 from .stopping import StopOnSignal, StopRequested
 from .tasks import Task, task_from_config
 from .training_state import TrainingState
@@ -71,7 +72,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         console.print(f"[bold]trice[/] {config.method} on {task.name}: {len(train_set)} train, "
                       f"{len(test_set)} held-out; run directory {run.path}"
                       + (f"; resuming after step {checkpoint[1]['loop']['step']}" if checkpoint else ""))
-        ctx = Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress)
+        ctx = Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress,
+                      tokens_scored=lambda: t.loop.tokens_scored)
         try:
             # --- resume, or initialise: the method's own state (TRICE: the memory), then evaluate ---
             if checkpoint:
@@ -80,21 +82,24 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 t0 = time.perf_counter()
                 t.method.setup(ctx)
                 run.log({"event": "init", "memory_coverage": t.method.coverage(), "tokens_sampled": t.sampler.tokens,
-                         "num_exemplars": len(t.exemplars), "prompt_format": t.method.format.name,
-                         "seconds": time.perf_counter() - t0})
+                         "token_passes": _passes(t), "num_exemplars": len(t.exemplars),
+                         "prompt_format": t.method.format.name, "seconds": time.perf_counter() - t0})
                 t.loop.accuracy_before, t.loop.verdicts_before = evaluate_and_log(
-                    run, t.policy, t.method, task, test_set, config, 0, progress, t.sampler.tokens, t.started)
+                    run, t.policy, t.method, task, test_set, config, 0, progress, t.sampler.tokens, t.started,
+                    {"token_passes": _passes(t)})
             # --- the loop ---------------------------------------------------------------------
             steps = config.steps if t.method.trains else 0
             bar = progress.add_task("training", total=steps, completed=t.loop.step)
             for step in range(t.loop.step + 1, steps + 1):
-                if config.token_budget and t.sampler.tokens >= config.token_budget:
+                if (config.token_budget or config.compute_budget) and _spent(t) >= 1:
                     break
                 if not _step(t, ctx, step, here, progress, bar):
                     break
                 if config.eval_every and step % config.eval_every == 0 and step < steps:
                     t.loop.last_eval = (step, *evaluate_and_log(run, t.policy, t.method, task, test_set, config, step,
-                                                                progress, t.sampler.tokens, t.started))
+                                                                progress, t.sampler.tokens, t.started,
+                                                                {"token_passes": _passes(t)}))
+                _curve_point(t, task, test_set, progress)
                 if here.any(stop.requested is not None):  # a signal on any process stops them all here
                     raise StopRequested(stop.requested or "a signal to another process")
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -106,7 +111,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                 accuracy_after, verdicts_after = t.loop.accuracy_before, t.loop.verdicts_before
             else:
                 accuracy_after, verdicts_after = evaluate_and_log(run, t.policy, t.method, task, test_set, config,
-                                                                  t.loop.step, progress, t.sampler.tokens, t.started)
+                                                                  t.loop.step, progress, t.sampler.tokens, t.started,
+                                                                  {"token_passes": _passes(t)})
             sc_accuracy = (self_consistency_accuracy(t.policy, task, test_set, config.sc_samples,
                                                      config.max_new_tokens, t.rngs["sampler"],
                                                      config.sample_batch_size, prompt=t.method.prompt,
@@ -192,18 +198,21 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     t.optimizer.zero_grad(set_to_none=True)
     loss = torch.zeros(())
     mine = here.rows(len(weighted.prompts))
+    tokens = 0
     if mine:
-        loss = weighted_backward(t.policy, [weighted.prompts[i] for i in mine],
-                                 [weighted.continuations[i] for i in mine], weighted.coefs[mine],
-                                 batch_size=config.score_batch_size).cpu()
+        loss, tokens = weighted_backward(t.policy, [weighted.prompts[i] for i in mine],
+                                         [weighted.continuations[i] for i in mine], weighted.coefs[mine],
+                                         batch_size=config.score_batch_size)
+        loss = loss.cpu()
     loop.sequences_scored += len(weighted.prompts)
     if here.size > 1 and weighted.prompts:  # (no sequences anywhere: no gradient, as with one process)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        loss = loss.reshape(1).to(params[0].device)
-        here.all_reduce_([p.grad for p in params] + [loss])
-        loss = loss.cpu().reshape(())
+        totals = torch.stack([loss.reshape(()), torch.tensor(float(tokens))]).to(params[0].device)
+        here.all_reduce_([p.grad for p in params] + [totals])
+        loss, tokens = totals[0].cpu(), int(totals[1].item())
+    loop.tokens_scored += tokens
     norm = grad_norm(params)
     finite = math.isfinite(loss.item()) and math.isfinite(norm)
     if finite:
@@ -224,6 +233,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     t.run.log({"step": step, **weighted.metrics, "loss": loss.item(), "grad_norm": norm,
                "grad_variance": grad_variance, "sequences_scored": loop.sequences_scored,
                "lr": t.scheduler.get_last_lr()[0], "tokens_sampled": t.sampler.tokens,
+               "tokens_scored": loop.tokens_scored, "token_passes": _passes(t),
                "seconds_sampling": t_method, "seconds_scoring": t_score,
                "seconds_elapsed": time.perf_counter() - t.started, **t.sampler.metrics(),
                **({} if finite else {"skipped": "non-finite loss or gradient"})})
@@ -236,6 +246,38 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
         raise TriceError(f"{loop.bad_steps} steps in a row had a non-finite loss or gradient "
                          f"(last at step {step}); lower --lr or check the data")
     return True
+
+
+def _passes(t: TrainingState) -> int:
+    """Token-passes spent so far (trice.budget): sampled tokens + 3 x scored tokens, set-up included."""
+    return token_passes(t.sampler.tokens, t.loop.tokens_scored)
+
+
+def _spent(t: TrainingState) -> float:
+    """The fraction of the run's budget spent: compute_budget, else token_budget, else steps."""
+    config = t.config
+    if config.compute_budget:
+        return _passes(t) / config.compute_budget
+    if config.token_budget:
+        return t.sampler.tokens / config.token_budget
+    return t.loop.step / max(config.steps, 1)
+
+
+def _curve_point(t: TrainingState, task, test_set, progress) -> None:
+    """The learning curve (config.eval_points): once the budget spent passes the next of the evenly spaced
+    points k / eval_points (k < eval_points; the end is the final, full evaluation), evaluate on the fixed
+    subset of the held-out set (its first eval_subset questions)."""
+    config, loop = t.config, t.loop
+    if not config.eval_points or loop.next_curve_point >= config.eval_points:
+        return
+    spent = _spent(t)
+    if spent < loop.next_curve_point / config.eval_points:
+        return
+    while loop.next_curve_point < config.eval_points and spent >= loop.next_curve_point / config.eval_points:
+        loop.next_curve_point += 1
+    evaluate_and_log(t.run, t.policy, t.method, task, test_set[:config.eval_subset], config, loop.step, progress,
+                     t.sampler.tokens, t.started, {"token_passes": _passes(t), "curve_point": loop.next_curve_point - 1,
+                                                   "budget_spent": spent})
 
 
 def _save(t: TrainingState, here) -> None:
@@ -274,7 +316,9 @@ def _summarise(t: TrainingState, task, test_set, accuracy_after, verdicts_after,
                "sc_accuracy_after": sc_accuracy, "sc_samples": config.sc_samples,
                "memory_coverage": method.coverage(),
                "acceptance_rate": method.memory.acceptance_rate() if method.memory is not None else None,
-               "tokens_sampled": t.sampler.tokens, "wall_seconds": round(time.perf_counter() - t.started, 1)}
+               "tokens_sampled": t.sampler.tokens, "tokens_scored": loop.tokens_scored, "token_passes": _passes(t),
+               "verdicts_after": [bool(v) for v in verdicts_after] if n else [],
+               "wall_seconds": round(time.perf_counter() - t.started, 1)}
     t.run.write_summary(summary)
     here.barrier()  # every rank returns once the run directory is complete
     return summary

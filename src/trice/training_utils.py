@@ -35,9 +35,12 @@ def progress_bar() -> Progress:
 
 
 def evaluate_and_log(run, policy, method, task, test_set, config, step: int, progress,
-                     tokens_sampled: int, started: float | None = None) -> tuple[float | None, list[bool]]:
+                     tokens_sampled: int, started: float | None = None,
+                     extra: dict | None = None) -> tuple[float | None, list[bool]]:
     """Held-out greedy accuracy and each question's verdict, logged to metrics.jsonl and printed;
-    ``started`` is the run's start (perf_counter) for the record's ``seconds_elapsed``."""
+    ``started`` is the run's start (perf_counter) for the record's ``seconds_elapsed``, ``extra`` more
+    fields of the record (the budget spent). The record's ``subset_accuracy`` is the accuracy on the
+    first ``config.eval_subset`` questions, the learning curve's fixed subset."""
     if not test_set:
         return None, []
     t0 = time.perf_counter()
@@ -45,8 +48,10 @@ def evaluate_and_log(run, policy, method, task, test_set, config, step: int, pro
     accuracy, verdicts, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
                                      prompt=method.prompt, stop=method.format.stop)
     progress.remove_task(bar)
+    subset = verdicts[:config.eval_subset]
     run.log({"event": "eval", "step": step, "greedy_accuracy": accuracy, "n_eval": len(test_set),
-             "tokens_sampled": tokens_sampled, "seconds": time.perf_counter() - t0,
+             "subset_accuracy": sum(subset) / len(subset), "tokens_sampled": tokens_sampled, **(extra or {}),
+             "seconds": time.perf_counter() - t0,
              "seconds_elapsed": time.perf_counter() - started if started is not None else None})
     console.print(f"step {step}: held-out greedy accuracy {accuracy:.3f} "
                   f"(± {standard_error(accuracy, len(test_set)):.3f}, n = {len(test_set)})")

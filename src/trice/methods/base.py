@@ -43,6 +43,7 @@ class Context:
     sampler: Any
     resampler_rng: torch.Generator
     progress: Any = None  # a rich Progress for long set-up work, or None
+    tokens_scored: Any = None  # () -> tokens scored so far (the trainer's count), for the compute budget
 
     def sample(self, prompts: list[str], temperature: float | None = None, prefix: str | None = None):
         """Sample one rationale per prompt (the proposal temperature by default); ``prefix`` replaces
@@ -53,6 +54,13 @@ class Context:
     @property
     def tokens_sampled(self) -> int:
         return self.sampler.tokens
+
+    @property
+    def token_passes(self) -> int:
+        """Compute spent so far (trice.budget): sampled tokens + 3 x scored tokens."""
+        from ..budget import token_passes
+
+        return token_passes(self.sampler.tokens, self.tokens_scored() if self.tokens_scored else 0)
 
 
 class Method:

@@ -22,6 +22,8 @@ class STaR(Method):
         self.covered = torch.zeros(0, dtype=torch.bool)  # example has a kept rationale this iteration
         self.steps_done = 0
         self.collection_tokens = 0  # tokens the latest collection sampled
+        self.iteration_start = 0  # token-passes spent when the latest iteration started
+        self.iteration_passes = 0  # token-passes the previous iteration cost (collection and inner steps)
         self.initial: list[torch.Tensor] = []
 
     def coverage(self) -> float | None:  # its latest collection (hint-rationalised ones included)
@@ -32,12 +34,15 @@ class STaR(Method):
 
     def state_dict(self):
         return {"dataset": list(self.dataset), "covered": self.covered.clone(), "steps_done": self.steps_done,
-                "collection_tokens": self.collection_tokens, "initial": [p.clone() for p in self.initial]}
+                "collection_tokens": self.collection_tokens, "initial": [p.clone() for p in self.initial],
+                "iteration_start": self.iteration_start, "iteration_passes": self.iteration_passes}
 
     def load_state_dict(self, state) -> None:
         self.dataset, self.covered = list(state["dataset"]), state["covered"].clone()
         self.steps_done, self.initial = state["steps_done"], [p.clone() for p in state["initial"]]
         self.collection_tokens = state.get("collection_tokens", 0)
+        self.iteration_start = state.get("iteration_start", 0)
+        self.iteration_passes = state.get("iteration_passes", 0)
 
     def _collect(self, ctx: Context) -> None:
         start = ctx.tokens_sampled
@@ -58,12 +63,17 @@ class STaR(Method):
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         restart = self.steps_done % self.inner_steps == 0
-        budget = ctx.config.token_budget
-        if restart and self.steps_done and budget and ctx.tokens_sampled + self.collection_tokens > budget:
-            # Another iteration would overrun the token budget (its collection costs about what the
-            # last one did) and be cut after a step or two from theta_0: stop with the finished one.
+        if restart and self.steps_done:
+            self.iteration_passes = ctx.token_passes - self.iteration_start
+        budget, compute = ctx.config.token_budget, ctx.config.compute_budget
+        if restart and self.steps_done and (
+                (budget and ctx.tokens_sampled + self.collection_tokens > budget)
+                or (compute and ctx.token_passes + self.iteration_passes > compute)):
+            # Another iteration would overrun the budget (it costs about what the last one did) and be
+            # cut after a step or two from theta_0: stop with the finished one.
             return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
         if restart:
+            self.iteration_start = ctx.token_passes
             # a new outer iteration: collect with the current model, then restart from theta_0
             self._collect(ctx)
             with torch.no_grad():
