@@ -119,3 +119,19 @@ def test_training_in_chat_format_scores_and_samples_chat_text(tmp_path, monkeypa
             assert prompt.endswith("<|im_start|>assistant\n" + THINK)
     records = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"init"' in line]
     assert '"prompt_format": "chat"' in records[0]
+
+
+def test_the_run_saves_the_resolved_format_and_old_runs_read_as_plain(tmp_path, monkeypatch):
+    import trice.prompts as prompts
+    from trice.run import RunDir
+
+    monkeypatch.setattr(prompts, "AUTO_PREFERS_CHAT", True)
+    model, tok = make_tiny_lm(0)
+    tok.chat_template = CHATML
+    config = TrainConfig(params="lora", steps=1, batch_size=4, subsample=4, max_new_tokens=4, n_eval=1, threads=1,
+                         out=str(tmp_path / "run"))
+    train(config, model=model, tokenizer=tok, task=coin_task(8, 2))
+    assert RunDir(tmp_path / "run").config().prompt_format == "chat"  # not "auto": resume and eval keep it
+    old = tmp_path / "run" / "config.yaml"
+    old.write_text("".join(l for l in old.read_text().splitlines(True) if not l.startswith("prompt_format")))
+    assert RunDir(tmp_path / "run").config().prompt_format == "plain"

@@ -130,6 +130,8 @@ def _finished_or_resumed(config: TrainConfig, train_fn, train_kwargs) -> dict:
     run = RunDir(config.out)
     if run.config_path.exists():
         saved = run.config()
+        if config.prompt_format == "auto":  # a run saves the format auto resolved to
+            config = dataclasses.replace(config, prompt_format=saved.prompt_format)
         # fields that change speed or placement, not what is computed
         ignore = dict(lr=None, out=None, threads=None, device=None, vllm_gpu_memory_utilization=0.3,
                       sampler_check_rows=0)

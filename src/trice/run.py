@@ -112,4 +112,7 @@ class RunDir:
     def config(self) -> TrainConfig:
         if not self.config_path.exists():
             raise TriceError(f"{self.path} is not a trice run directory (no config.yaml)")
-        return TrainConfig.from_yaml(self.config_path)
+        config = TrainConfig.from_yaml(self.config_path)
+        if "prompt_format" not in self.config_path.read_text(encoding="utf-8"):
+            config.prompt_format = "plain"  # runs from before prompt formats were plain text
+        return config

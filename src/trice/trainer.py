@@ -61,6 +61,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     checkpoint = load_latest(RunDir(resume).checkpoints_path) if resume is not None else None
     if model is None:
         model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
+    if config.prompt_format == "auto":  # saved resolved, so resume and `trice eval` use the same format
+        config = dataclasses.replace(config, prompt_format=resolve_format("auto", tokenizer).name)
     if not checkpoint and not config.out:  # one timestamped directory for every rank
         config = dataclasses.replace(config, out=here.broadcast(RunDir.default_path(config)))
     run = RunDir.open(resume, here.is_main) if checkpoint else RunDir.create(config, here.is_main)
