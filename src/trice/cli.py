@@ -150,6 +150,15 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    files = export(args.run_dir, args.out, dtype=args.dtype, device=args.device)
+    print(f"exported {args.run_dir} to {args.out}: {', '.join(files)}")
+    print(f"how to prompt it as the run did: {Path(args.out) / 'TRICE_USAGE.md'}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import compare
     from .methods import METHODS
@@ -211,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-eval", type=int, default=None, help="held-out questions (default: the run's)")
     p.add_argument("--sc-samples", type=int, default=5, help="self-consistency samples (0: off)")
 
+    p = sub.add_parser("export", help="a run's policy as a model transformers/vLLM load (LoRA merged; soft prompt: "
+                                      "a PEFT adapter), with its tokenizer and prompt prefix")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="a new directory")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "auto"),
+                   help="saved weights' dtype (default: the run's; auto = float32 on the CPU)")
+    p.add_argument("--device", default=None, help="torch device for loading and merging (default: cpu)")
     return parser
 
 
@@ -240,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
     except TriceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
