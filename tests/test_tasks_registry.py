@@ -93,3 +93,10 @@ def test_task_options_from_the_command_line_are_yaml_scalars(tmp_path, local_mod
     from trice.cli import _parse_value
 
     assert [_parse_value(v) for v in ("3", "0.5", "true", "[1, 2]", "abc")] == [3, 0.5, True, [1, 2], "abc"]
+
+
+def test_gym_container_options_pass_through():
+    """List- and tuple-typed reasoning-gym options (basic_arithmetic's operators) are not refused as the
+    wrong type; a YAML list is given as a tuple where the config wants one."""
+    task = get_task("gym/basic_arithmetic", n_train=20, n_test=2, operators=["+"], min_terms=2, max_terms=2)
+    assert all("+" in e.question and not any(op in e.question for op in ("*", "/", " - ")) for e in task.train)

@@ -80,6 +80,11 @@ def _check_options(dataset: str, config_cls, options: dict) -> None:
             raise TriceError(f"gym/{dataset}: unknown option {key!r} (known: n_train, n_test, "
                              f"{', '.join(sorted(known))})")
         wanted = hints.get(key)
+        origin = typing.get_origin(wanted)
+        if origin in (list, tuple, dict, set, frozenset):  # containers: reasoning-gym checks their items
+            if origin is tuple and isinstance(value, list):  # YAML and --task-option give lists
+                options[key] = tuple(value)
+            continue
         allowed = tuple(t for t in typing.get_args(wanted) if isinstance(t, type)) or (
             (wanted,) if isinstance(wanted, type) else ())
         if not allowed or any(t in (list, tuple, dict) for t in allowed):
