@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,36 @@ def test_paired_differences_pair_seeds_and_pool_questions():
     assert pair["method"] == "rs" and pair["seeds"] == 2
     assert pair["difference"] == pytest.approx(0.375) and pair["ci"] == pytest.approx(mean_ci([0.25, 0.5])[1])
     assert (pair["reference_only"], pair["other_only"]) == (3, 0) and pair["z"] == pytest.approx(3 ** 0.5)
+
+
+def test_compare_under_a_compute_budget_with_curves_and_paired_table(tmp_path, local_model, capsys):
+    """Every method, pt-direct too (it samples nothing), stops at the token-pass budget; results.md pairs
+    trice with each method on the same questions; the learning curves are drawn against compute."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 3 =", "answer": str(i + 3)}) + "\n" for i in range(16)))
+    exemplars = tmp_path / "ex.jsonl"
+    exemplars.write_text(json.dumps({"question": "1 + 1 =", "rationale": "So the answer is 2.", "answer": "2"}) + "\n")
+    out = tmp_path / "study" / "toy"
+    code = main(["compare", "--methods", "trice,pt-direct", "--seeds", "0,1", "--model", str(local_model),
+                 "--task", f"jsonl:{data}", "--task-option", f"checker={HERE / 'lenient_checker.py'}:coin",
+                 "--exemplars", str(exemplars), "--steps", "50", "--compute-budget", "1500", "--eval-points", "3",
+                 "--eval-subset", "2", "--batch-size", "3", "--subsample", "3", "--max-new-tokens", "5",
+                 "--n-eval", "3", "--sc-samples", "0", "--threads", "1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    for r in rows:
+        assert int(r["token_passes"]) >= 1500 and int(r["steps_done"]) < 50
+        assert int(r["token_passes"]) == int(r["tokens_sampled"]) + 3 * int(r["tokens_scored"])
+    table = (out / "results.md").read_text()
+    assert "## trice against each method" in table and "| pt-direct | 2 |" in table
+    for name in ("accuracy_vs_compute", "proposal_accuracy_vs_compute", "memory_coverage_vs_compute"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    # the study's report over task directories (benchmarks/study_report.py)
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import study_report
+
+    assert study_report.main([str(tmp_path / "study"), "--out", str(tmp_path / "doc")]) == 0
+    report = (tmp_path / "doc" / "results.md").read_text()
+    assert "## toy" in report and "## trice against each method" in report
+    assert "| trice | 2 |" in report.split("Train against held-out")[1]  # both seeds in the memorisation table
+    assert (tmp_path / "doc" / "accuracy_vs_compute.png").stat().st_size > 1000

@@ -1,0 +1,95 @@
+"""The compute-fair study's report (issue 15): every task's ``trice compare`` directory under one root
+becomes ``OUT/results.md`` with each task's table, train against held-out accuracy per method (the
+memorisation check), whether TRICE's proposal accuracy plateaued, and one figure of learning curves
+with a panel per task.
+
+    python benchmarks/study_report.py runs/study --out docs/study
+
+Each task directory is what ``trice compare --config configs/study-<task>.yaml ... --out runs/study/<task>``
+wrote; runs still in progress are included with the evaluations they have logged so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+
+def train_vs_heldout(runs: dict) -> list[str]:
+    """Per method: the mean training proposal accuracy of the last 10 steps (temperature 1) against the
+    final held-out greedy accuracy, means over the finished seeds."""
+    by_method: dict[str, list[tuple[float, float]]] = {}
+    for label, run in runs.items():
+        if not run.summary_path.exists():
+            continue
+        steps = [r["proposal_accuracy"] for r in run.metrics() if r.get("proposal_accuracy") is not None]
+        held_out = run.summary().get("greedy_accuracy_after")
+        if steps and held_out is not None:
+            by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((statistics.fmean(steps[-10:]), held_out))
+    lines = ["| method | seeds | training proposal accuracy (last 10 steps) | held-out greedy accuracy |", "|---|---|---|---|"]
+    for method, pairs in by_method.items():
+        lines.append(f"| {method} | {len(pairs)} | {statistics.fmean(p[0] for p in pairs):.3f} | "
+                     f"{statistics.fmean(p[1] for p in pairs):.3f} |")
+    return lines
+
+
+def plateau(runs: dict, window: int = 20) -> list[str]:
+    """TRICE's proposal accuracy over the last two windows of ``window`` steps, per seed: a plateau is a
+    change smaller than the windows' combined standard error."""
+    lines = []
+    for label, run in runs.items():
+        if not label.startswith("trice-seed"):
+            continue
+        acc = [r["proposal_accuracy"] for r in run.metrics() if r.get("proposal_accuracy") is not None]
+        if len(acc) < 2 * window:
+            lines.append(f"- {label}: {len(acc)} steps, too few to judge a plateau")
+            continue
+        a, b = acc[-2 * window:-window], acc[-window:]
+        se = (statistics.pvariance(a) / window + statistics.pvariance(b) / window) ** 0.5
+        change = statistics.fmean(b) - statistics.fmean(a)
+        lines.append(f"- {label}: last {window} steps {statistics.fmean(b):.3f}, the {window} before "
+                     f"{statistics.fmean(a):.3f} (change {change:+.3f}, SE {se:.3f}): "
+                     f"{'plateaued' if abs(change) < 2 * se else 'still changing'}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="directory holding one compare directory per task")
+    parser.add_argument("--out", default="docs/study")
+    args = parser.parse_args(argv)
+    from trice.plots import learning_curves
+    from trice.run import RunDir
+
+    root, out = Path(args.root), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {}
+    lines = ["# Compute-fair study: results", "", f"Made by `python benchmarks/study_report.py {root} --out {out}` "
+             "from the `trice compare` directories below (configs/study-<task>.yaml).", ""]
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        runs = {d.name: RunDir(d) for d in sorted(task_dir.iterdir())
+                if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()}
+        if not runs:
+            continue
+        tasks[task_dir.name] = runs
+        lines += [f"## {task_dir.name}", ""]
+        if (task_dir / "results.md").exists():
+            lines += (task_dir / "results.md").read_text(encoding="utf-8").splitlines() + [""]
+            shutil.copy(task_dir / "results.csv", out / f"{task_dir.name}-results.csv")
+        lines += ["Train against held-out accuracy (memorisation check):", ""] + train_vs_heldout(runs) + [""]
+        lines += ["TRICE's proposal accuracy, plateau check:", ""] + (plateau(runs) or ["- no TRICE run yet"]) + [""]
+    if not tasks:
+        print(f"no compare directories with runs under {root}", file=sys.stderr)
+        return 1
+    figure = learning_curves(tasks, out / "accuracy_vs_compute.png")
+    lines += [f"![learning curves]({figure.name})", ""]
+    (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out / 'results.md'} and {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
