@@ -6,7 +6,7 @@ import pytest
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.errors import TriceError
-from trice.prompts import (BOOTSTRAP_PREFIX, PLAIN, THINK, chat_format, exemplar_prefix, guide_prefix, guide_prompt,
+from trice.prompts import (PLAIN, THINK, chat_format, exemplar_prefix, guide_prefix, guide_prompt,
                            rationale_prompt, resolve_format)
 from trice.tasks import Example
 
@@ -35,7 +35,10 @@ def test_plain_is_the_papers_format():
     assert PLAIN.prompt("3 =") == rationale_prompt("3 =") == "Question: 3 =\nAnswer: Let's think step by step.\n"
     assert PLAIN.guide_prompt("3 =", "3") == guide_prompt("3 =", "3")
     assert PLAIN.direct_prompt("3 =") + PLAIN.direct_target("3") == "Question: 3 =\nAnswer: The answer is 3.\n\n"
-    assert PLAIN.bootstrap_prefix() == BOOTSTRAP_PREFIX and PLAIN.prefix([]) == ""
+    assert PLAIN.bootstrap_prefix().startswith(
+        "Question: Tom has 3 apples and buys 2 more. How many apples does he have now?\n"
+        "Answer: Let's think step by step.\nTom starts with 3 apples. 3 + 2 = 5. So the answer is 5.\n\n"
+        "Question: Is the sky green") and PLAIN.prefix([]) == ""
 
 
 @pytest.mark.parametrize("template", [CHATML, LLAMA3])

@@ -42,9 +42,6 @@ from .errors import TriceError
 if TYPE_CHECKING:
     from .tasks.base import Example
 
-RATIONALE_TEMPLATE = "Question: {question}\nAnswer: Let's think step by step.\n"
-GUIDE_TEMPLATE = "Question: {question}\nAnswer: The answer is {answer}. Let's think step by step.\n"
-DIRECT_TEMPLATE = "Question: {question}\nAnswer:"
 THINK = "Let's think step by step.\n"
 GUIDE_THINK = "The answer is {answer}. Let's think step by step.\n"
 
@@ -66,26 +63,6 @@ BOOTSTRAP = (
      "Tom starts with 3 apples. 3 + 2 = 5. So the answer is 5.", "5"),
     ("Is the sky green on a clear day?", "On a clear day the sky is blue, not green. So the answer is no.", "no"),
 )
-BOOTSTRAP_PREFIX = "".join(RATIONALE_TEMPLATE.format(question=q) + r + END_OF_RATIONALE for q, r, _ in BOOTSTRAP)
-
-
-def rationale_prompt(question: str) -> str:
-    return RATIONALE_TEMPLATE.format(question=question)
-
-
-def guide_prompt(question: str, answer: str) -> str:
-    return GUIDE_TEMPLATE.format(question=question, answer=answer)
-
-
-def exemplar_prefix(exemplars: list["Example"]) -> str:
-    """The few-shot prefix: each exemplar under the rationale template, separated by blank lines."""
-    return "".join(rationale_prompt(e.question) + e.rationale + END_OF_RATIONALE for e in exemplars)
-
-
-def guide_prefix(exemplars: list["Example"]) -> str:
-    """The same exemplars rewritten with the answer first (the hinted guide)."""
-    return "".join(guide_prompt(e.question, e.answer) + e.rationale + END_OF_RATIONALE
-                   for e in exemplars)
 
 
 @dataclass(frozen=True)
@@ -144,8 +121,25 @@ class PromptFormat:
 
 PLAIN = PromptFormat("plain", system="", user="Question: ", assistant="\nAnswer: ", end=END_OF_RATIONALE,
                      stop=STOP)
-assert PLAIN.prompt("q") == rationale_prompt("q") and PLAIN.guide_prompt("q", "a") == guide_prompt("q", "a")
-assert PLAIN.direct_prompt("q") == DIRECT_TEMPLATE.format(question="q") and PLAIN.bootstrap_prefix() == BOOTSTRAP_PREFIX
+
+
+# The plain format as functions (the benchmarks and notebooks use them).
+def rationale_prompt(question: str) -> str:
+    return PLAIN.prompt(question)
+
+
+def guide_prompt(question: str, answer: str) -> str:
+    return PLAIN.guide_prompt(question, answer)
+
+
+def exemplar_prefix(exemplars: list["Example"]) -> str:
+    """The few-shot prefix: each exemplar under the rationale template, separated by blank lines."""
+    return PLAIN.prefix(exemplars)
+
+
+def guide_prefix(exemplars: list["Example"]) -> str:
+    """The same exemplars rewritten with the answer first (the hinted guide)."""
+    return PLAIN.guide_prefix(exemplars)
 
 _Q1, _A1, _Q2 = "\x00q1\x00", "\x00a1\x00", "\x00q2\x00"  # placeholders no template produces
 
