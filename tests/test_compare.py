@@ -128,3 +128,44 @@ def test_compare_under_a_compute_budget_with_curves_and_paired_table(tmp_path, l
     assert "## toy" in report and "## trice against each method" in report
     assert "| trice | 2 |" in report.split("Train against held-out")[1]  # both seeds in the memorisation table
     assert (tmp_path / "doc" / "accuracy_vs_compute.png").stat().st_size > 1000
+
+
+def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
+    """``METHOD+TOOL`` runs the method with that tool in its own directory; --reference picks the method
+    the paired table compares with; an unknown method or tool is one clear error."""
+    from trice import TrainConfig
+    from trice.compare import compare, method_config
+    from trice.errors import TriceError
+
+    seen = []
+
+    def fake_train(config, **kw):
+        seen.append((config.method, config.tools, Path(config.out).name))
+        right = [config.tools == "calculator"] * 4  # the tool run gets every question right
+        return {"greedy_accuracy_before": 0.0, "greedy_accuracy_after": sum(right) / 4, "n_eval": 4,
+                "tokens_sampled": 1, "verdicts_after": right, "questions_gained": sum(right), "questions_lost": 0}
+
+    def train(config, **kw):  # compare reads the verdicts back from summary.json
+        summary = fake_train(config)
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        (Path(config.out) / "summary.json").write_text(json.dumps(summary))
+        (Path(config.out) / "metrics.jsonl").write_text("")
+        return summary
+
+    import trice.plots
+    real_plots = trice.plots.comparison_plots
+    trice.plots.comparison_plots = lambda runs, out: None
+    try:
+        rows = compare(TrainConfig(task="gym/chain_sum"), ["trice", "trice+calculator"], [0], tmp_path,
+                       train_fn=train, reference="trice+calculator")
+    finally:
+        trice.plots.comparison_plots = real_plots
+    assert seen == [("trice", "none", "trice-seed0"), ("trice", "calculator", "trice+calculator-seed0")]
+    assert [r["method"] for r in rows] == ["trice", "trice+calculator"]
+    table = (tmp_path / "results.md").read_text()
+    assert "## trice+calculator against each method" in table
+    assert "| trice | 1 | +1.000 | 4 / 0 | +2.00 |" in table
+    with pytest.raises(TriceError, match="unknown method 'trice\\+abacus'"):
+        method_config(TrainConfig(), "trice+abacus")
+    with pytest.raises(TriceError, match="unknown method 'tricey'"):
+        method_config(TrainConfig(), "tricey")

@@ -135,14 +135,19 @@ def cmd_eval(args) -> int:
     if run.exemplars_path.exists():  # the questions the run evaluated on: those that fit the context
         prefix = fmt.prefix(load_exemplars(run.exemplars_path))
         test_set = drop_too_long(tokenizer, model, test_set, config, "held-out", [(prefix, lambda e: prompt(e.question))])
-    accuracy, _, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
-                                     prompt=prompt, stop=fmt.stop)
+    from .tools import make_tool, tool_stats
+
+    tool = make_tool(config.tools)  # the run's tool, as in its own evaluations
+    accuracy, verdicts, texts = greedy_accuracy(policy, task, test_set, config.max_new_tokens,
+                                                config.sample_batch_size, prompt=prompt, stop=fmt.stop, hook=tool)
     result = {"n_eval": len(test_set), "greedy_accuracy": accuracy,
-              "standard_error": standard_error(accuracy, len(test_set))}
+              "standard_error": standard_error(accuracy, len(test_set)),
+              **(tool_stats(texts, verdicts) if tool is not None else {})}
     if args.sc_samples:
         result["sc_accuracy"] = self_consistency_accuracy(
             policy, task, test_set, args.sc_samples, config.max_new_tokens,
-            torch.Generator().manual_seed(config.seed), config.sample_batch_size, prompt=prompt, stop=fmt.stop)
+            torch.Generator().manual_seed(config.seed), config.sample_batch_size, prompt=prompt, stop=fmt.stop,
+            hook=tool)
         result["sc_samples"] = args.sc_samples
     if here.is_main:
         (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -160,20 +165,20 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare
-    from .methods import METHODS
+    from .compare import compare, method_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise TriceError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    for m in methods:
+        method_config(TrainConfig(), m)  # a clear error for an unknown method or tool
     try:
         seeds = [int(x) for x in str(args.seeds).split(",") if str(x).strip()]
     except ValueError:
         raise TriceError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     base = _config_from_args(args)
     out = args.out or "runs/compare"
-    rows = compare(base.validate(), methods, seeds, out)
+    if args.reference is not None and args.reference not in methods:
+        raise TriceError(f"--reference {args.reference} is not one of --methods")
+    rows = compare(base.validate(), methods, seeds, out, reference=args.reference)
     print((Path(out) / "results.md").read_text(encoding="utf-8"))
     print(f"{len(rows)} runs; results.csv, results.md and plots in {out}")
     return 0
@@ -208,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="methods x seeds on one task under one token budget, with a table and plots")
     p.add_argument("--config", default=None, help="YAML file of config keys shared by every run")
     p.add_argument("--methods", default="trice,trice-nocv,star,rs,pt-direct,fewshot-cot,rloo",
-                   help="comma-separated methods")
+                   help="comma-separated methods; METHOD+TOOL runs a method with a tool, e.g. trice+calculator")
+    p.add_argument("--reference", default=None, help="the method the paired table compares the others with "
+                                                     "(default: trice, else trice-full, trice-nocv, the first)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     _add_config_flags(p)
 

@@ -6,6 +6,9 @@ directory under ``OUT/<method>-seed<seed>``. The budget is ``compute_budget`` in
 ``token_budget`` of sampled tokens. Writes ``results.csv`` (a row per run), ``results.md`` (means with
 95% confidence intervals, and every method against the reference method paired on the same held-out
 questions) and PNG plots (see :mod:`trice.plots`).
+
+A method name may carry a tool, ``METHOD+TOOL`` (e.g. ``trice+calculator``): that method with
+``tools=TOOL`` (:mod:`trice.tools`), so one comparison holds a method with and without the tool.
 """
 
 from __future__ import annotations
@@ -40,9 +43,26 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def method_config(base: TrainConfig, name: str) -> TrainConfig:
+    """The config of ``name``: a method, or ``METHOD+TOOL`` (the method with that tool).
+
+    >>> method_config(TrainConfig(), "star+calculator").method, method_config(TrainConfig(), "star+calculator").tools
+    ('star', 'calculator')
+    """
+    from .methods import METHODS
+    from .tools import TOOLS
+
+    method, _, tool = name.partition("+")
+    if method not in METHODS or (tool and tool not in TOOLS):
+        raise TriceError(f"unknown method {name!r}: choose from {', '.join(METHODS)}, optionally as "
+                         f"METHOD+TOOL with a tool from {', '.join(t for t in TOOLS if t != 'none')}")
+    return dataclasses.replace(base, method=method, **({"tools": tool} if tool else {})).validate()
+
+
 def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | Path, train_fn=None,
-            **train_kwargs) -> list[dict]:
-    """Run every (method, seed); returns the rows written to ``results.csv``."""
+            reference: str | None = None, **train_kwargs) -> list[dict]:
+    """Run every (method, seed); returns the rows written to ``results.csv``. ``reference``: the method the
+    paired table compares every other one with (default: trice, else trice-full, trice-nocv, the first)."""
     if train_fn is None:
         from .trainer import train as train_fn
     out = Path(out)
@@ -50,7 +70,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
     rows = []
     for method in methods:
         for seed in seeds:
-            config = dataclasses.replace(base, method=method, seed=seed, out=str(out / f"{method}-seed{seed}"))
+            config = dataclasses.replace(method_config(base, method), seed=seed, out=str(out / f"{method}-seed{seed}"))
             start = time.perf_counter()
             summary = _finished_or_resumed(config, train_fn, train_kwargs)
             rows.append({"method": method, "seed": seed,
@@ -67,7 +87,7 @@ def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | 
                          "wall_seconds": summary.get("wall_seconds", round(time.perf_counter() - start, 1)),
                          "memory_coverage": _coverage(summary, config.out), "n_eval": summary["n_eval"]})
             if world().is_main:
-                write_results(rows, out, _verdicts(out, rows))
+                write_results(rows, out, _verdicts(out, rows), reference)
     if not world().is_main:  # under a launcher, one process writes the table and the plots
         return rows
     from .plots import comparison_plots
@@ -157,7 +177,7 @@ def _pooled_z(rows: list[dict]) -> str:
     return f"{(gained - lost) / math.sqrt(gained + lost):+.1f}" if gained + lost else "-"
 
 
-def write_results(rows: list[dict], out: Path, verdicts: dict | None = None) -> None:
+def write_results(rows: list[dict], out: Path, verdicts: dict | None = None, reference: str | None = None) -> None:
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -183,7 +203,8 @@ def write_results(rows: list[dict], out: Path, verdicts: dict | None = None) -> 
                  "over seeds, (questions turned right - turned wrong) / sqrt(their sum). token-passes: sampled "
                  "tokens + 3 x scored tokens (trice.budget).")
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    reference = next((m for m in ("trice", "trice-full", "trice-nocv") if m in methods), methods[0])
+    if reference not in methods:
+        reference = next((m for m in ("trice", "trice-full", "trice-nocv") if m in methods), methods[0])
     pairs = paired_differences(reference, rows, verdicts or {})
     if pairs:
         lines += ["", f"## {reference} against each method, on the same held-out questions", "",

@@ -78,6 +78,8 @@ class TrainConfig:
     max_grad_norm: float | None = _f(None, "clip the gradient norm (off by default, as the reference)")
     temperature: float = _f(1.0, "proposal temperature; 1.0 is exact TRICE, other values an approximation")
     max_new_tokens: int = _f(64, "maximum rationale length in tokens")
+    tools: str = _f("none", "tools rationales may call: calculator evaluates <<EXPR= and inserts RESULT>> "
+                            "(trice.tools; its tokens are context, not scored)", choices=("none", "calculator"))
     prompt_format: str = _f("auto", "plain text prompts, the tokenizer's chat template, or auto (see "
                                     "trice.prompts.resolve_format)", choices=("auto", "plain", "chat"))
     on_too_long: str = _f("drop", "examples whose prompt + max_new_tokens exceed the model's context: drop "
@@ -125,6 +127,8 @@ class TrainConfig:
             if choices and value not in choices:
                 raise TriceError(f"config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
             _check_type(f, value)
+        need(self.tools == "none" or self.sampler == "torch",
+             f"tools ({self.tools}) need the torch sampler: vLLM cannot stop at a tool call and resume")
         need(self.batch_size >= 2, f"batch_size (M) must be >= 2 (the leave-one-out beta needs two examples), got {self.batch_size}")
         need(0 < self.vllm_gpu_memory_utilization <= 1,
              f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")

@@ -199,25 +199,72 @@ class Rows:
     tokens: torch.Tensor  # [n, max_new_tokens] long (CPU)
     count: torch.Tensor  # [n] long
     finished: torch.Tensor  # [n] bool: ended at a stop token or stop string
+    forced: torch.Tensor | None = None  # [n, max_new_tokens] bool: inserted by a tool hook, not sampled
+
+
+class ToolInserts:
+    """Tool results waiting to be fed, shared by both engines: after a row's new token, if the token may
+    complete a call (its text contains ``hook.trigger``), the hook gets the row's text so far and may
+    return text to append; its tokens then replace the row's next draws, one per step, marked in
+    ``forced`` (so the row's randomness index t still counts every token)."""
+
+    def __init__(self, hook, tokenizer, vocab: int, device, forced: torch.Tensor):
+        self.hook, self.tokenizer, self.forced = hook, tokenizer, forced
+        trigger = getattr(hook, "trigger", None)
+        self.candidates = stop_candidates(tokenizer, vocab, (trigger,), device) if trigger else None
+        self.pending: dict[int, list[int]] = {}  # row -> token ids still to feed
+
+    def substitute(self, rows: list[int], t: list[int], next_cpu: torch.Tensor) -> torch.Tensor:
+        """Replace the draws of rows with pending tool tokens; returns which were replaced ([k] bool)."""
+        replaced = torch.zeros(len(rows), dtype=torch.bool)
+        if self.pending:
+            for k, r in enumerate(rows):
+                queue = self.pending.get(r)
+                if queue:
+                    next_cpu[k] = queue.pop(0)
+                    replaced[k] = True
+                    self.forced[r, t[k]] = True
+                    if not queue:
+                        del self.pending[r]
+        return replaced
+
+    def after(self, rows: list[int], next_cpu: torch.Tensor, skip: torch.Tensor, tokens_of) -> None:
+        """Call the hook for rows whose new token may complete a call (not ``skip``ped: done or forced);
+        ``tokens_of(k)`` is the k-th row's tokens so far."""
+        may = ~skip if self.candidates is None else self.candidates[next_cpu.to(self.candidates.device)].cpu() & ~skip
+        for k in may.nonzero().flatten().tolist():
+            inserted = self.hook(self.tokenizer.decode(tokens_of(k), skip_special_tokens=True))
+            if inserted:
+                self.pending[rows[k]] = self.tokenizer(inserted, add_special_tokens=False).input_ids
+
+    def retire(self, rows: list[int]) -> None:
+        for r in rows:
+            self.pending.pop(r, None)
 
 
 def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,
-        stop: tuple[str, ...], stop_ids: set[int], batch_size: int) -> Rows:
-    """Generate for every prompt (token ids, without the prefix) with continuous batching."""
+        stop: tuple[str, ...], stop_ids: set[int], batch_size: int, hook=None) -> Rows:
+    """Generate for every prompt (token ids, without the prefix) with continuous batching; ``hook``
+    inserts tool results (:class:`ToolInserts`)."""
     n = len(ids)
     rows = Rows(torch.zeros(n, max_new_tokens, dtype=torch.long), torch.zeros(n, dtype=torch.long),
-                torch.zeros(n, dtype=torch.bool))
+                torch.zeros(n, dtype=torch.bool), torch.zeros(n, max_new_tokens, dtype=torch.bool))
     if n == 0 or max_new_tokens == 0:
         return rows
     with _UseSlotAttention(policy.base_model):
         _Engine(policy, ids, row_ids, key, max_new_tokens, temperature, stop, stop_ids, batch_size,
-                rows.tokens, rows.count, rows.finished).loop()
+                rows.tokens, rows.count, rows.finished, hook, rows.forced).loop()
     return rows
+
+
+def vocab_size(policy) -> int:
+    head = policy.base_model.get_output_embeddings()
+    return head.weight.shape[0] if head is not None else len(policy.tokenizer)
 
 
 class _Engine:
     def __init__(self, policy, ids, row_ids, key, max_new_tokens, temperature, stop, stop_ids, batch_size,
-                 tokens, count, finished):
+                 tokens, count, finished, hook=None, forced=None):
         self.policy, self.ids, self.key = policy, ids, key
         self.row_ids = torch.tensor(row_ids, dtype=torch.long)
         self.max_new, self.temperature, self.stop = max_new_tokens, temperature, stop
@@ -243,8 +290,8 @@ class _Engine:
                            use_cache=True, logits_to_keep=1)
             self.cache.prefix_kv = [(k[0], v[0]) for k, v in zip(one.keys, one.values)]
         _ACTIVE[:] = [self.cache]
-        vocab = policy.base_model.get_output_embeddings().weight.shape[0] \
-            if policy.base_model.get_output_embeddings() is not None else len(policy.tokenizer)
+        vocab = vocab_size(policy)
+        self.tools = ToolInserts(hook, policy.tokenizer, vocab, device, forced) if hook is not None else None
         self.stop_ids_cpu = torch.tensor(sorted(stop_ids), dtype=torch.long)
         self.candidates = stop_candidates(policy.tokenizer, vocab, stop, device) if stop else None
         self.tail = max([len(s) for s in stop] + [0]) + 1
@@ -343,6 +390,10 @@ class _Engine:
             probs = torch.softmax(logits if self.temperature == 1 else logits / self.temperature, dim=-1)
             next_ids = inverse_cdf(probs, uniforms(self.key, self.row_ids[rows_cpu], t_cpu).to(probs.device))
         next_cpu = next_ids.cpu()
+        if self.tools is not None:  # pending tool tokens replace the draws
+            replaced = self.tools.substitute(rows_cpu.tolist(), t_cpu.tolist(), next_cpu)
+            if bool(replaced.any()):
+                next_ids = next_cpu.to(next_ids.device)
         self.tokens[rows_cpu, t_cpu] = next_cpu
         self.count[rows_cpu] = t_cpu + 1
         self.last[slots] = next_ids
@@ -358,8 +409,14 @@ class _Engine:
                     text = tok.decode(self.tokens[r, max(0, n - self.tail):n].tolist(), skip_special_tokens=True)
                     if any(s and s in text for s in self.stop):
                         hit[k] = done[k] = True
+        if self.tools is not None:
+            ends = (t_cpu + 1).tolist()
+            self.tools.after(rows_cpu.tolist(), next_cpu, done | replaced,
+                             lambda k: self.tokens[int(rows_cpu[k]), :ends[k]].tolist())
         if bool(done.any()):
             self.finished[rows_cpu[done]] = hit[done]
+            if self.tools is not None:
+                self.tools.retire(rows_cpu[done].tolist())
             retired = slots[done.to(slots.device)]
             self.slot_row[retired] = -1
             self.valid[retired] = False  # a free slot holds no columns (packing ignores it)

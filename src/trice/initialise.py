@@ -19,6 +19,7 @@ from .errors import TriceError
 from .memory import Memory
 from .prompts import PLAIN, PromptFormat
 from .tasks.base import Example, Task
+from .tools import OPEN, visible
 
 
 def load_exemplars(path: str | Path) -> list[Example]:
@@ -35,13 +36,17 @@ def load_exemplars(path: str | Path) -> list[Example]:
 
 
 def find_exemplars(sampler, task: Task, train_set: list[Example], num: int = 3, max_tries: int = 64,
-                   fmt: PromptFormat = PLAIN) -> list[Example]:
+                   fmt: PromptFormat = PLAIN, tools: bool = False) -> list[Example]:
     """The first ``num`` training questions on which the untuned model's rationale is correct
-    (``sampler`` samples from the untuned model; its prefix is replaced here)."""
+    (``sampler`` samples from the untuned model; its prefix is replaced here). With ``tools`` (the
+    sampler calls the tool) the search starts from the calculator's format prompt and keeps only
+    rationales that call the tool, so the exemplars show the protocol."""
     candidates = train_set[:max_tries]
     found: dict[int, Example] = {}
-    bootstrap = fmt.bootstrap_prefix()
+    bootstrap = fmt.bootstrap_prefix(tools)
     attempts = [(fmt.prefix([]), 0.0), (bootstrap, 0.0), (bootstrap, 1.0), (bootstrap, 1.0)]
+    if tools:
+        attempts = [(bootstrap, 0.0), (bootstrap, 1.0), (bootstrap, 1.0), (bootstrap, 1.0)]
     for prefix, temperature in attempts:
         if len(found) >= num:
             break
@@ -50,10 +55,11 @@ def find_exemplars(sampler, task: Task, train_set: list[Example], num: int = 3, 
                                  temperature=temperature, prefix=prefix)
         ok = task.verdicts([s.text for s in samples], [candidates[i] for i in todo])
         for i, s, right in zip(todo, samples, ok):
-            if s.finished and right:
-                found[i] = Example(candidates[i].question, candidates[i].answer, rationale=s.text.strip())
+            if s.finished and right and (not tools or OPEN in s.text):
+                found[i] = Example(candidates[i].question, candidates[i].answer, rationale=visible(s.text).strip())
     if len(found) < num:
-        raise TriceError(f"found only {len(found)} of {num} correct exemplars in the first "
+        raise TriceError(f"found only {len(found)} of {num} correct exemplars"
+                         + (" that call the tool" if tools else "") + f" in the first "
                          f"{len(candidates)} training questions; supply some with --exemplars FILE.jsonl "
                          "or raise --exemplar-search")
     return [found[i] for i in sorted(found)[:num]]

@@ -15,31 +15,34 @@ import torch
 from transformers import DynamicCache
 
 from . import stopping
-from .engine import Rows
+from .engine import Rows, ToolInserts, vocab_size
 from .layout import attention_mask, prefix_cache, row_block
 from .randomness import inverse_cdf, uniforms
 
 
 def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,
-        stop: tuple[str, ...], stop_ids: set[int], batch_size: int) -> Rows:
+        stop: tuple[str, ...], stop_ids: set[int], batch_size: int, hook=None) -> Rows:
     n = len(ids)
     tokens = torch.zeros(n, max_new_tokens, dtype=torch.long)
     count = torch.zeros(n, dtype=torch.long)
     finished = torch.zeros(n, dtype=torch.bool)
+    forced = torch.zeros(n, max_new_tokens, dtype=torch.bool)
+    tools = ToolInserts(hook, policy.tokenizer, vocab_size(policy), "cpu", forced) if hook is not None else None
     prefix = policy.prefix_embeds()
     prefix_kv = prefix_cache(policy, prefix)  # all prefix tokens but the last (trice.layout)
     order = sorted(range(n), key=lambda i: -len(ids[i]))  # little padding per batch
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
         out = _batch(policy, [ids[i] for i in rows], [row_ids[i] for i in rows], key, prefix, prefix_kv,
-                     max_new_tokens, temperature, stop, stop_ids)
+                     max_new_tokens, temperature, stop, stop_ids, tools, rows)
         for i, (toks, done) in zip(rows, out):
             tokens[i, :len(toks)] = torch.tensor(toks, dtype=torch.long)
             count[i], finished[i] = len(toks), done
-    return Rows(tokens, count, finished)
+    return Rows(tokens, count, finished, forced)
 
 
-def _batch(policy, ids, row_ids, key, prefix, prefix_kv, max_new_tokens, temperature, stop, stop_ids):
+def _batch(policy, ids, row_ids, key, prefix, prefix_kv, max_new_tokens, temperature, stop, stop_ids, tools=None,
+           call_rows=None):
     tok, device = policy.tokenizer, policy.device
     n = len(ids)
     embeds, real, pos = row_block(policy, ids, prefix)
@@ -66,6 +69,10 @@ def _batch(policy, ids, row_ids, key, prefix, prefix_kv, max_new_tokens, tempera
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
             next_ids = inverse_cdf(probs, uniforms(key, rows, t).to(probs.device))
+        if tools is not None:  # pending tool tokens replace the draws (trice.engine.ToolInserts)
+            next_cpu = next_ids.cpu()
+            replaced = tools.substitute([call_rows[r] for r in active], [t] * len(active), next_cpu)
+            next_ids = next_cpu.to(next_ids.device)
         done = torch.isin(next_ids, stop_tensor).tolist()
         for r, token in zip(active, next_ids.tolist()):
             generated[r].append(token)
@@ -74,6 +81,10 @@ def _batch(policy, ids, row_ids, key, prefix, prefix_kv, max_new_tokens, tempera
             tails = tok.batch_decode([generated[active[k]][-tail:] for k in live], skip_special_tokens=True)
             for k, text in zip(live, tails):
                 done[k] = any(s and s in text for s in stop)
+        if tools is not None:
+            ending = torch.tensor(done, dtype=torch.bool) | (t + 1 >= max_new_tokens)
+            tools.after([call_rows[r] for r in active], next_cpu, ending | replaced, lambda k: generated[active[k]])
+            tools.retire([call_rows[active[k]] for k in ending.nonzero().flatten().tolist()])
         for k, d in enumerate(done):
             finished[active[k]] |= d
         if all(done):

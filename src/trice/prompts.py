@@ -64,6 +64,15 @@ BOOTSTRAP = (
     ("Is the sky green on a clear day?", "On a clear day the sky is blue, not green. So the answer is no.", "no"),
 )
 
+# The same, for rationales that call the calculator (trice.tools): the exemplar search's prompt when
+# --tools calculator is on, so that the untuned model sees the protocol.
+TOOL_BOOTSTRAP = (
+    ("Tom has 3 apples and buys 2 more. How many apples does he have now?",
+     "Tom starts with 3 apples. 3 + 2 is <<3+2=5>>5. So the answer is 5.", "5"),
+    ("A box holds 4 rows of 6 eggs. How many eggs are in the box?",
+     "There are 4 rows of 6 eggs. 4 * 6 is <<4*6=24>>24. So the answer is 24.", "24"),
+)
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -112,11 +121,12 @@ class PromptFormat:
         return self.system + "".join(self.guide_prompt(e.question, e.answer) + e.rationale + self.end
                                      for e in exemplars)
 
-    def bootstrap_prefix(self) -> str:
-        """Two generic hand-written exemplars of the answer format (the exemplar search's fallback)."""
+    def bootstrap_prefix(self, tools: bool = False) -> str:
+        """Two generic hand-written exemplars of the answer format (the exemplar search's fallback); with
+        ``tools``, exemplars that call the calculator."""
         from .tasks.base import Example
 
-        return self.prefix([Example(q, a, rationale=r) for q, r, a in BOOTSTRAP])
+        return self.prefix([Example(q, a, rationale=r) for q, r, a in (TOOL_BOOTSTRAP if tools else BOOTSTRAP)])
 
 
 PLAIN = PromptFormat("plain", system="", user="Question: ", assistant="\nAnswer: ", end=END_OF_RATIONALE,

@@ -25,6 +25,7 @@ from .distributed import world
 from .errors import TriceError
 from .lora_merge import MergedLora
 from .prompts import STOP
+from .tools import mark
 
 DEFAULT_STOP = STOP
 DEFAULT_BATCH_SIZE = 64  # decode rows; chosen by measurement (benchmarks/PROFILE.md)
@@ -83,20 +84,21 @@ class TorchSampler:
     """
 
     def __init__(self, policy, generator: torch.Generator, *, max_new_tokens: int = 64, temperature: float = 1.0,
-                 stop: tuple[str, ...] = STOP, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = "auto"):
+                 stop: tuple[str, ...] = STOP, batch_size: int = DEFAULT_BATCH_SIZE, engine: str = "auto",
+                 tool: ToolHook | None = None):
         self.policy, self.generator = policy, generator
         self.max_new_tokens, self.temperature, self.stop = max_new_tokens, temperature, stop
         self.batch_size, self.engine = batch_size, engine
+        self.tool = tool  # the run's tool (trice.tools), used when a call passes no hook
         self.merged = MergedLora(policy.model)
         self.tokens = 0
 
     def sample(self, prompts, temperature=None, prefix=None, hook=None):
-        if hook is not None:
-            raise TriceError("tool hooks are not supported by the torch sampler yet")
         policy = self.policy if prefix is None else self.policy.with_prefix(prefix)
         out = sample(policy, prompts, max_new_tokens=self.max_new_tokens,
                      temperature=self.temperature if temperature is None else temperature, stop=self.stop,
-                     generator=self.generator, batch_size=self.batch_size, engine=self.engine, merged=self.merged)
+                     generator=self.generator, batch_size=self.batch_size, engine=self.engine, merged=self.merged,
+                     hook=hook if hook is not None else self.tool)
         self.tokens += sum(s.num_tokens for s in out)
         return out
 
@@ -128,8 +130,11 @@ def _cut(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 1.0,
            stop: tuple[str, ...] = DEFAULT_STOP, generator: torch.Generator | None = None,
            batch_size: int = DEFAULT_BATCH_SIZE, engine: str = "auto",
-           merged: MergedLora | None = None) -> list[Sample]:
+           merged: MergedLora | None = None, hook: ToolHook | None = None) -> list[Sample]:
     """Sample one continuation per prompt (temperature 0 = greedy).
+
+    ``hook`` (e.g. :class:`trice.tools.Calculator`) inserts tool results mid-sequence: a sample's text then
+    holds the inserted spans marked (:func:`trice.tools.mark`), and its ``num_tokens`` counts them.
 
     ``engine``: "slots" (:mod:`trice.engine`), "plain" (:mod:`trice.plain_sampler`) or "auto"
     (:func:`auto_engine`: slots on CPUs where the model's attention is covered, plain on GPUs). ``merged`` keeps LoRA's merged weights between calls.
@@ -155,7 +160,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
         raise TriceError("cannot sample from an empty prompt without a prefix")  # (on every rank alike)
     # Several processes: each samples its own rows; all of them get every row back.
     return world().map_rows(len(prompts), lambda mine: _sample_rows(
-        policy, [prompts[i] for i in mine], mine, key, max_new_tokens, temperature, stop, batch_size, engine, merged))
+        policy, [prompts[i] for i in mine], mine, key, max_new_tokens, temperature, stop, batch_size, engine, merged,
+        hook))
 
 
 def auto_engine(policy) -> str:
@@ -169,7 +175,8 @@ def auto_engine(policy) -> str:
     return "slots"
 
 
-def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, stop, batch_size, engine, merged):
+def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, stop, batch_size, engine, merged,
+                 hook=None):
     if not prompts:
         return []
     tok = policy.tokenizer
@@ -183,11 +190,26 @@ def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, sto
         if policy.prefix_embeds().shape[0] == 0 and any(len(x) == 0 for x in ids):
             raise TriceError("cannot sample from an empty prompt without a prefix")
         rows = run(policy, ids, row_ids, key, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
-                   stop_ids=stop_ids, batch_size=batch_size)
+                   stop_ids=stop_ids, batch_size=batch_size, hook=hook)
     samples = []
     for i in range(len(prompts)):
-        toks = rows.tokens[i, :int(rows.count[i])].tolist()
-        text = tok.decode(toks[:-1] if toks and toks[-1] in stop_ids else toks, skip_special_tokens=True)
+        n = int(rows.count[i])
+        toks = rows.tokens[i, :n].tolist()
+        kept = n - 1 if toks and toks[-1] in stop_ids else n
+        if hook is None or not bool(rows.forced[i, :kept].any()):
+            text = tok.decode(toks[:kept], skip_special_tokens=True)
+        else:  # the model's runs and the tool's, each decoded alone, the tool's marked
+            text = "".join(mark(piece) if forced else piece for piece, forced in _runs(tok, toks[:kept], rows.forced[i, :kept]))
         text, hit = _cut(text, stop)
-        samples.append(Sample(text, len(toks), bool(rows.finished[i]) or hit))
+        samples.append(Sample(text, n, bool(rows.finished[i]) or hit))
     return samples
+
+
+def _runs(tok, toks: list[int], forced: torch.Tensor):
+    """``(decoded text, forced)`` of each maximal run of model-sampled or tool-forced tokens."""
+    flags = forced.tolist()
+    start = 0
+    for end in range(1, len(toks) + 1):
+        if end == len(toks) or flags[end] != flags[start]:
+            yield tok.decode(toks[start:end], skip_special_tokens=True), flags[start]
+            start = end

@@ -16,14 +16,37 @@ import torch.utils.checkpoint
 
 from .errors import TriceError
 from .layout import attention_mask, prefix_cache, row_block
+from .tools import CLOSE, OPEN, segments
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False).input_ids if t else [] for t in texts]
 
 
-def _batch_logprobs(policy, prompt_ids, cont_ids):
-    """``([B, Lc] log-probs, [B, Lc] bool mask)`` for one batch."""
+def _encode_marked(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[bool] | None]]:
+    """Token ids of continuations that may hold tool-inserted spans (:mod:`trice.tools`), and for each
+    one which tokens the model chose (None: all of them). Each span, and each piece of the model's text
+    between them, is tokenized alone, as the sampler produced them."""
+    ids, chosen = [], []
+    for text in texts:
+        if OPEN not in text and CLOSE not in text:
+            ids.append(tokenizer(text, add_special_tokens=False).input_ids if text else [])
+            chosen.append(None)
+            continue
+        row, flags = [], []
+        for piece, inserted in segments(text):
+            piece_ids = tokenizer(piece, add_special_tokens=False).input_ids
+            row += piece_ids
+            flags += [not inserted] * len(piece_ids)
+        ids.append(row)
+        chosen.append(flags)
+    return ids, chosen
+
+
+def _batch_logprobs(policy, prompt_ids, cont_ids, chosen=None):
+    """``([B, Lc] log-probs, [B, Lc] bool mask)`` for one batch; ``chosen[i]`` (None: every token) says
+    which of row i's continuation tokens the model chose: the others (a tool's) are context only, with
+    log-prob 0 and no gradient, and out of the mask."""
     device = policy.device
     prefix = policy.prefix_embeds()
     n, num_prefix = len(prompt_ids), prefix.shape[0]
@@ -63,6 +86,12 @@ def _batch_logprobs(policy, prompt_ids, cont_ids):
         hidden = policy.hidden_states(embeds, mask, position_ids=positions, past_key_values=cache,
                                       use_cache=cache is not None)[:, keep]
         flat = chunked_logprobs(head, hidden[kept], targets)
+    if chosen is not None and any(c is not None for c in chosen):
+        model_tokens = torch.tensor([f for c, ids in zip(chosen, cont_ids) for f in (c or [True] * len(ids))],
+                                    dtype=torch.bool, device=device)
+        flat = torch.where(model_tokens, flat, torch.zeros_like(flat))  # no gradient through a tool's tokens
+        logprobs = logprobs.masked_scatter(cont_mask, flat.float())
+        return logprobs, cont_mask.masked_scatter(cont_mask, model_tokens)
     logprobs = logprobs.masked_scatter(cont_mask, flat.float())
     return logprobs, cont_mask
 
@@ -102,14 +131,16 @@ def _batches(policy, prompts, continuations, batch_size):
     if len(prompts) != len(continuations):
         raise TriceError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
     tok = policy.tokenizer
-    prompt_ids, cont_ids = _encode(tok, prompts), _encode(tok, continuations)
+    prompt_ids, (cont_ids, chosen) = _encode(tok, prompts), _encode_marked(tok, continuations)
     size = batch_size or max(len(prompts), 1)
     for start in range(0, len(prompts), size):
-        yield _batch_logprobs(policy, prompt_ids[start:start + size], cont_ids[start:start + size])
+        rows = slice(start, start + size)
+        yield _batch_logprobs(policy, prompt_ids[rows], cont_ids[rows], chosen[rows])
 
 
 def score(policy, prompts: list[str], continuations: list[str], *, batch_size: int | None = None) -> torch.Tensor:
-    """``[B]`` tensor of log p(continuation | prefix + prompt), summed over continuation tokens.
+    """``[B]`` tensor of log p(continuation | prefix + prompt), summed over the continuation tokens the model
+    chose (a tool's marked spans, :mod:`trice.tools`, are context only).
 
     Differentiable w.r.t. ``policy.trainable_parameters()``; an empty continuation scores 0.
 
@@ -146,7 +177,7 @@ def weighted_backward(policy, prompts: list[str], continuations: list[str], coef
         part.backward()
         loss += part.detach()
     tok = policy.tokenizer
-    tokens = sum(len(p) + len(c) for p, c in zip(_encode(tok, prompts), _encode(tok, continuations)))
+    tokens = sum(len(p) + len(c) for p, c in zip(_encode(tok, prompts), _encode_marked(tok, continuations)[0]))
     return loss, tokens
 
 

@@ -32,6 +32,7 @@ from .scorer import weighted_backward
 from .budget import token_passes
 from .stopping import StopOnSignal, StopRequested
 from .tasks import Task, task_from_config
+from .tools import make_tool
 from .training_state import TrainingState
 from .training_utils import (console, cosine_schedule, evaluate_and_log, grad_norm, lora_targets, paired_z,
                              progress_bar)
@@ -118,7 +119,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             sc_accuracy = (self_consistency_accuracy(t.policy, task, test_set, config.sc_samples,
                                                      config.max_new_tokens, t.rngs["sampler"],
                                                      config.sample_batch_size, prompt=t.method.prompt,
-                                                     stop=t.method.format.stop)
+                                                     stop=t.method.format.stop, hook=make_tool(config.tools))
                            if config.sc_samples and test_set else None)
         except StopRequested as exc:
             _stopped(t, here, str(exc), started_training=bool(checkpoint) or t.loop.step > 0)
@@ -141,8 +142,9 @@ def _build(config, model, tokenizer, task, run, checkpoint):
     else:
         untuned = Policy.untuned(model, tokenizer)
         search = TorchSampler(untuned, rngs["sampler"], max_new_tokens=config.max_new_tokens,
-                              batch_size=config.sample_batch_size, stop=fmt.stop)
-        exemplars = find_exemplars(search, task, train_set, config.num_exemplars, config.exemplar_search, fmt)
+                              batch_size=config.sample_batch_size, stop=fmt.stop, tool=make_tool(config.tools))
+        exemplars = find_exemplars(search, task, train_set, config.num_exemplars, config.exemplar_search, fmt,
+                                   tools=config.tools != "none")
     exemplars = exemplars[:config.num_exemplars]
     method = make_method(config.method, exemplars, config.k, config.star_inner_steps, fmt)
     # Questions whose prompt cannot fit in the model's context are dropped (or refused) here, not
@@ -336,4 +338,4 @@ def _make_sampler(config: TrainConfig, policy, generator: torch.Generator, fmt):
                            generator=generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                            check_rows=config.sampler_check_rows, stop=fmt.stop)
     return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                        batch_size=config.sample_batch_size, stop=fmt.stop)
+                        batch_size=config.sample_batch_size, stop=fmt.stop, tool=make_tool(config.tools))

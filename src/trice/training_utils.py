@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .evaluate import greedy_accuracy, standard_error
+from .tools import make_tool, tool_stats
 
 console = Console(stderr=True)
 
@@ -45,12 +46,14 @@ def evaluate_and_log(run, policy, method, task, test_set, config, step: int, pro
         return None, []
     t0 = time.perf_counter()
     bar = progress.add_task(f"greedy eval @ step {step}", total=None)
-    accuracy, verdicts, _ = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
-                                     prompt=method.prompt, stop=method.format.stop)
+    tool = make_tool(config.tools)
+    accuracy, verdicts, texts = greedy_accuracy(policy, task, test_set, config.max_new_tokens, config.sample_batch_size,
+                                                prompt=method.prompt, stop=method.format.stop, hook=tool)
     progress.remove_task(bar)
     subset = verdicts[:config.eval_subset]
     run.log({"event": "eval", "step": step, "greedy_accuracy": accuracy, "n_eval": len(test_set),
              "subset_accuracy": sum(subset) / len(subset), "tokens_sampled": tokens_sampled, **(extra or {}),
+             **(tool_stats(texts, verdicts) if tool is not None else {}),
              "seconds": time.perf_counter() - t0,
              "seconds_elapsed": time.perf_counter() - started if started is not None else None})
     console.print(f"step {step}: held-out greedy accuracy {accuracy:.3f} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..tools import tool_stats
 from .base import Context, Method, Weighted
 
 
@@ -27,7 +28,7 @@ class KSampleMethod(Method):
         keep = (coefs != 0).nonzero().flatten().tolist()
         metrics = {"proposal_accuracy": float(reward.mean()),
                    "examples_with_a_correct_sample": float((reward.sum(1) > 0).float().mean()),
-                   "num_terms": len(keep)}
+                   "num_terms": len(keep), **(tool_stats(texts) if ctx.config.tools != "none" else {})}
         return Weighted([prompts[j] for j in keep], [texts[j] + self.format.end for j in keep],
                         coefs[keep], metrics)
 

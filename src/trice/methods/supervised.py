@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import TriceError
+from ..tools import mark_gold
 from .base import Context, Method, Weighted
 
 class FewShotCoT(Method):
@@ -43,5 +44,6 @@ class GoldRationales(Method):
         examples = [ctx.train_set[i] for i in batch if ctx.train_set[i].rationale]
         n = max(len(examples), 1)
         return Weighted([self.prompt(e.question) for e in examples],
-                        [e.rationale + self.format.end for e in examples],
+                        [(mark_gold(e.rationale) if ctx.config.tools != "none" else e.rationale) + self.format.end
+                         for e in examples],
                         torch.full((len(examples),), 1.0 / n, dtype=torch.float64))

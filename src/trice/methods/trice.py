@@ -10,6 +10,7 @@ import torch
 
 from ..estimator import estimator_terms, trice_weights
 from ..initialise import init_memory
+from ..tools import tool_stats
 from .base import Context, Method, Weighted
 
 
@@ -51,6 +52,7 @@ class TriceMethod(Method):
         metrics = {"proposal_accuracy": float(proposal_correct.float().mean()),
                    "memory_coverage": self.memory.coverage(),
                    "mean_beta": float(beta[mask].mean()) if mask.any() else 0.0,
-                   "num_valid": int(mask.sum()), "num_terms": len(chosen)}
+                   "num_valid": int(mask.sum()), "num_terms": len(chosen),
+                   **(tool_stats(proposals) if ctx.config.tools != "none" else {})}
         return Weighted([prompts[j % len(batch)] for j in chosen],
                         [sequences[j] + self.format.end for j in chosen], terms.coefs, metrics)

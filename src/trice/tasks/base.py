@@ -14,6 +14,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tools import visible
+
 
 _ANSWER_RE = re.compile(r"the answer is\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
@@ -83,7 +85,7 @@ class Task:
         and is reported once per task (a warning); the training loop and evaluator call this."""
         try:
             with _time_limit(self.checker_timeout):
-                result = self.check(rationale, example)
+                result = self.check(visible(rationale), example)  # a tool's marks removed (trice.tools)
         except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
             self._warn_once(type(exc).__name__, f"{self._checker_label()} raised {type(exc).__name__}: "
                             f"{exc}; such rationales count as wrong (reported once per task)")
