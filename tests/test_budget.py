@@ -23,7 +23,7 @@ def test_token_passes_charge_scoring_three_times_sampling():
     assert PASSES_PER_SCORED_TOKEN == 3 and token_passes(100, 0) == 100 and token_passes(100, 10) == 130
 
 
-@pytest.mark.parametrize("method", ["trice", "pt-direct", "sft-gold", "rloo"])
+@pytest.mark.parametrize("method", ["trice", "pt-direct", "sft-gold", "rloo", "trice-soft", "latro"])
 def test_every_method_stops_at_the_same_compute_budget(tmp_path, method):
     """Methods that sample nothing pay for scoring: each stops at the first step that reaches the budget,
     and the logged token-passes are sampled + 3 x scored tokens."""
@@ -31,8 +31,11 @@ def test_every_method_stops_at_the_same_compute_budget(tmp_path, method):
     steps = [r for r in records if "loss" in r]
     assert summary["steps_done"] < 40 and summary["token_passes"] >= 3000
     assert len(steps) < 2 or steps[-2]["token_passes"] < 3000  # it did not run past the budget
-    assert all(r["token_passes"] == r["tokens_sampled"] + 3 * r["tokens_scored"] for r in steps)
-    assert summary["token_passes"] == summary["tokens_sampled"] + 3 * summary["tokens_scored"]
+    # trice-soft and latro also run tokens forward without gradient (the answer likelihood): one pass each
+    assert all(r["token_passes"] == r["tokens_sampled"] + r.get("tokens_forward", 0) + 3 * r["tokens_scored"]
+               for r in steps)
+    assert summary["token_passes"] == summary["tokens_sampled"] + summary["tokens_forward"] + 3 * summary["tokens_scored"]
+    assert (summary["tokens_forward"] > 0) == (method in ("trice-soft", "latro"))
     if method in ("pt-direct", "sft-gold"):
         assert summary["tokens_sampled"] == 0 < summary["tokens_scored"]
 

@@ -146,7 +146,7 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["trice-full", "star", "rloo", "pt-direct"])
+@pytest.mark.parametrize("method", ["trice-full", "star", "rloo", "pt-direct", "trice-soft", "latro"])
 def test_every_method_resumes_exactly_after_a_crash(tmp_path, monkeypatch, method):
     """A crash mid-run (here an exception in the scorer at step 5), then --resume: the same end
     state as an uninterrupted run, for each kind of method state (memory, STaR data, none)."""

@@ -61,8 +61,10 @@ class TrainConfig:
     n_train: int | None = _f(None, "use only the first N training examples")
     # --- method and optimisation
     method: str = _f("trice", "trice (CV, subsampled), trice-full (CV), trice-nocv (basic), or a baseline: "
-                     "star, star-norat, rs, rloo, pt-direct, sft-gold, fewshot-cot", choices=METHODS)
-    k: int = _f(4, "samples per example for rs and rloo")
+                     "star, star-norat, rs, rloo, pt-direct, sft-gold, fewshot-cot, or a likelihood-based peer: "
+                     "trice-soft, jepo, latro (ALGORITHM.md 6)", choices=METHODS)
+    k: int = _f(4, "samples per example for rs, rloo, jepo and latro")
+    latro_kl: float = _f(0.05, "latro: weight of the KL penalty to the initial policy")
     star_inner_steps: int = _f(20, "STaR: fine-tuning steps per outer iteration")
     steps: int = _f(100, "optimiser steps")
     token_budget: int | None = _f(None, "stop once this many tokens have been sampled (set-up included)")

@@ -50,6 +50,7 @@ class LoopState:
     order: list[int] = field(default_factory=list)  # rest of the current epoch's permutation
     sequences_scored: int = 0
     tokens_scored: int = 0  # prompt + continuation tokens of every scored row (trice.budget)
+    tokens_forward: int = 0  # tokens methods ran forward without gradient (trice.budget)
     next_curve_point: int = 1  # the learning curve's next evaluation point (config.eval_points)
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
     accuracy_before: float | None = None
@@ -59,7 +60,8 @@ class LoopState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "order": list(self.order), "sequences_scored": self.sequences_scored,
-                "tokens_scored": self.tokens_scored, "next_curve_point": self.next_curve_point,
+                "tokens_scored": self.tokens_scored, "tokens_forward": self.tokens_forward,
+                "next_curve_point": self.next_curve_point,
                 "bad_steps": self.bad_steps, "accuracy_before": self.accuracy_before,
                 "verdicts_before": list(self.verdicts_before), "last_eval": self.last_eval,
                 "variance": self.variance.state_dict()}
@@ -68,6 +70,7 @@ class LoopState:
         self.step, self.order = state["step"], list(state["order"])
         self.sequences_scored, self.bad_steps = state["sequences_scored"], state["bad_steps"]
         self.tokens_scored = state.get("tokens_scored", 0)
+        self.tokens_forward = state.get("tokens_forward", 0)
         self.next_curve_point = state.get("next_curve_point", 1)
         self.accuracy_before = state["accuracy_before"]
         self.verdicts_before = list(state.get("verdicts_before", []))

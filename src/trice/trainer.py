@@ -76,7 +76,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                       f"{len(test_set)} held-out; run directory {run.path}"
                       + (f"; resuming after step {checkpoint[1]['loop']['step']}" if checkpoint else ""))
         ctx = Context(t.policy, task, train_set, config, t.sampler, t.rngs["resampler"], progress,
-                      tokens_scored=lambda: t.loop.tokens_scored)
+                      tokens_scored=lambda: t.loop.tokens_scored, tokens_forward=lambda: t.loop.tokens_forward)
         try:
             # --- resume, or initialise: the method's own state (TRICE: the memory), then evaluate ---
             if checkpoint:
@@ -217,6 +217,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
         here.all_reduce_([p.grad for p in params] + [totals])
         loss, tokens = totals[0].cpu(), int(totals[1].item())
     loop.tokens_scored += tokens
+    loop.tokens_forward += weighted.tokens_forward
     norm = grad_norm(params)
     finite = math.isfinite(loss.item()) and math.isfinite(norm)
     if finite:
@@ -238,6 +239,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
                "grad_variance": grad_variance, "sequences_scored": loop.sequences_scored,
                "lr": t.scheduler.get_last_lr()[0], "tokens_sampled": t.sampler.tokens,
                "tokens_scored": loop.tokens_scored, "token_passes": _passes(t),
+               **({"tokens_forward": loop.tokens_forward} if loop.tokens_forward else {}),
                "seconds_sampling": t_method, "seconds_scoring": t_score,
                "seconds_elapsed": time.perf_counter() - t.started, **t.sampler.metrics(),
                **({} if finite else {"skipped": "non-finite loss or gradient"})})
@@ -254,7 +256,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
 
 def _passes(t: TrainingState) -> int:
     """Token-passes spent so far (trice.budget): sampled tokens + 3 x scored tokens, set-up included."""
-    return token_passes(t.sampler.tokens, t.loop.tokens_scored)
+    return token_passes(t.sampler.tokens, t.loop.tokens_scored, t.loop.tokens_forward)
 
 
 def _spent(t: TrainingState) -> float:
@@ -320,7 +322,8 @@ def _summarise(t: TrainingState, task, test_set, accuracy_after, verdicts_after,
                "sc_accuracy_after": sc_accuracy, "sc_samples": config.sc_samples,
                "memory_coverage": method.coverage(),
                "acceptance_rate": method.memory.acceptance_rate() if method.memory is not None else None,
-               "tokens_sampled": t.sampler.tokens, "tokens_scored": loop.tokens_scored, "token_passes": _passes(t),
+               "tokens_sampled": t.sampler.tokens, "tokens_scored": loop.tokens_scored,
+               "tokens_forward": loop.tokens_forward, "token_passes": _passes(t),
                "verdicts_after": [bool(v) for v in verdicts_after] if n else [],
                "wall_seconds": round(time.perf_counter() - t.started, 1)}
     t.run.write_summary(summary)

@@ -1,4 +1,4 @@
-"""Training methods: each turns a minibatch into weighted sequences for the one loop.
+r"""Training methods: each turns a minibatch into weighted sequences for the one loop.
 
 | method | sequences it emits | weight |
 |---|---|---|
@@ -11,6 +11,9 @@
 | pt-direct | the answer alone | 1 / M |
 | sft-gold | the gold rationale | 1 / M |
 | fewshot-cot | nothing (evaluation only) | |
+| trice-soft | L terms of memory + proposals, and log p(y \| x, z') of the memory | soft weights (ALGORITHM.md 6) |
+| jepo | all k samples, and log p(y \| x, z) of each | Jensen bound with a leave-one-out baseline |
+| latro | all k samples, and log p(y \| x, z) of each | RLOO on log p(y \| x, z) - KL to the initial policy |
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from ..errors import TriceError
 from ..prompts import PLAIN, PromptFormat
 from .base import Context, Method, Weighted
+from .latent import LikelihoodKSample, SoftTrice
 from .sampling import KSampleMethod
 from .star import STaR
 from .supervised import DirectPromptTuning, FewShotCoT, GoldRationales
@@ -35,6 +39,9 @@ _FACTORIES = {
     "pt-direct": lambda exemplars, k, inner: DirectPromptTuning(),
     "sft-gold": lambda exemplars, k, inner: GoldRationales(),
     "fewshot-cot": lambda exemplars, k, inner: FewShotCoT(),
+    "trice-soft": lambda exemplars, k, inner: SoftTrice(exemplars),
+    "jepo": lambda exemplars, k, inner: LikelihoodKSample("jepo", k),
+    "latro": lambda exemplars, k, inner: LikelihoodKSample("latro", k),
 }
 METHODS = tuple(_FACTORIES)
 

@@ -29,6 +29,7 @@ class Weighted:
     metrics: dict[str, Any] = field(default_factory=dict)
     restart: bool = False  # the method reset the parameters: the optimiser state restarts too
     stop: bool = False  # the method cannot do useful work within the token budget: end the run here
+    tokens_forward: int = 0  # tokens the method ran forward without gradient this step (trice.budget)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Context:
     resampler_rng: torch.Generator
     progress: Any = None  # a rich Progress for long set-up work, or None
     tokens_scored: Any = None  # () -> tokens scored so far (the trainer's count), for the compute budget
+    tokens_forward: Any = None  # () -> tokens forwarded without gradient so far (the trainer's count)
 
     def sample(self, prompts: list[str], temperature: float | None = None, prefix: str | None = None):
         """Sample one rationale per prompt (the proposal temperature by default); ``prefix`` replaces
@@ -60,7 +62,8 @@ class Context:
         """Compute spent so far (trice.budget): sampled tokens + 3 x scored tokens."""
         from ..budget import token_passes
 
-        return token_passes(self.sampler.tokens, self.tokens_scored() if self.tokens_scored else 0)
+        return token_passes(self.sampler.tokens, self.tokens_scored() if self.tokens_scored else 0,
+                            self.tokens_forward() if self.tokens_forward else 0)
 
 
 class Method:
