@@ -17,29 +17,17 @@ import torch
 
 from ..answer_likelihood import answer_logliks, answer_row, rationale_logprobs
 from ..estimator import merge_duplicates, subsample_terms
-from ..initialise import init_memory
 from ..latent_estimators import (LATRO_KL, jepo_coefficients, latro_coefficients, soft_answer_coefficients,
                                  soft_mh_step, soft_weights)
 from .base import Context, Method, Weighted
+from .trice import TriceMethod
 
 
-class SoftTrice(Method):
-    name = "trice-soft"
+class SoftTrice(TriceMethod):
+    """TRICE's memory (from the hinted guide, saved and resumed the same way) with the soft MH step."""
 
     def __init__(self, exemplars=None):
-        self.exemplars = exemplars
-
-    def setup(self, ctx: Context) -> None:  # the memory from the hinted guide, as TRICE's
-        self.memory = init_memory(ctx.sampler, ctx.task, ctx.train_set, self.exemplars, ctx.progress, fmt=self.format)
-
-    def state_dict(self):
-        return {"memory": self.memory.state_dict()}
-
-    def load_state_dict(self, state) -> None:
-        from ..memory import Memory
-
-        self.memory = Memory(len(state["memory"]["rationales"]))
-        self.memory.load_state_dict(state["memory"])
+        super().__init__("trice-soft", exemplars)
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         examples = [ctx.train_set[i] for i in batch]
