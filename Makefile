@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo bench gpu-check clean
+.PHONY: venv test test-slow demo demo-tools bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/trice demo
+
+# The same demo with a calculator inside the rationales (README "Tool calls"): exemplars that call it, and the
+# calculator's results inserted while sampling and evaluating.
+demo-tools: $(STAMP)
+	$(VENV)/bin/trice demo --tools calculator --out runs/demo-tools
 
 # `make bench`: the benchmark suite (benchmarks/bench.py) in its own virtualenv, the only one with TRL
 # (for the GRPO step it is compared with). torch first, pinned, so that nothing pulls another build;

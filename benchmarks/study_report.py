@@ -36,12 +36,12 @@ def train_vs_heldout(runs: dict) -> list[str]:
     return lines
 
 
-def plateau(runs: dict, window: int = 20) -> list[str]:
+def plateau(runs: dict, window: int = 20, reference: str = "trice") -> list[str]:
     """TRICE's proposal accuracy over the last two windows of ``window`` steps, per seed: a plateau is a
     change smaller than the windows' combined standard error."""
     lines = []
     for label, run in runs.items():
-        if not label.startswith("trice-seed"):
+        if not label.startswith(f"{reference}-seed"):
             continue
         acc = [r["proposal_accuracy"] for r in run.metrics() if r.get("proposal_accuracy") is not None]
         if len(acc) < 2 * window:
@@ -56,10 +56,39 @@ def plateau(runs: dict, window: int = 20) -> list[str]:
     return lines
 
 
+def tool_usage(runs: dict) -> list[str]:
+    """For runs with a tool (trice.tools): how often the held-out greedy rationales call it and how often
+    those calls evaluate, before and after training, means over seeds; [] when no run has a tool."""
+    by_method: dict[str, list[tuple[dict, dict]]] = {}
+    for label, run in runs.items():
+        evals = [r for r in run.metrics() if r.get("event") == "eval" and "tool_use" in r]
+        full = [r for r in evals if r.get("curve_point") is None]  # the full held-out set: first and last
+        if run.summary_path.exists() and len(full) >= 2:
+            by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((full[0], full[-1]))
+    if not by_method:
+        return []
+    keys = ("tool_use", "tool_calls", "tool_calls_valid", "accuracy_with_tool", "accuracy_without_tool")
+
+    def mean(records, key):
+        values = [r.get(key) for r in records if r.get(key) is not None]
+        return f"{statistics.fmean(values):.3f}" if values else "-"
+
+    lines = ["| method | seeds | " + " | ".join(f"{k} before / after" for k in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for method, pairs in by_method.items():
+        cells = [f"{mean([p[0] for p in pairs], k)} / {mean([p[1] for p in pairs], k)}" for k in keys]
+        lines.append(f"| {method} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return lines + ["", "Held-out greedy rationales: tool_use = fraction with a call, tool_calls = calls per "
+                    "rationale, tool_calls_valid = fraction of calls the calculator could evaluate (not `?`), "
+                    "accuracy_with/without_tool = accuracy of the rationales with / without a call."]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="directory holding one compare directory per task")
     parser.add_argument("--out", default="docs/study")
+    parser.add_argument("--title", default="Compute-fair study: results")
+    parser.add_argument("--reference", default="trice", help="the method whose proposal accuracy is checked for a plateau")
     args = parser.parse_args(argv)
     from trice.plots import learning_curves
     from trice.run import RunDir
@@ -67,8 +96,9 @@ def main(argv=None) -> int:
     root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks = {}
-    lines = ["# Compute-fair study: results", "", f"Made by `python benchmarks/study_report.py {root} --out {out}` "
-             "from the `trice compare` directories below (configs/study-<task>.yaml).", ""]
+    command = f"python benchmarks/study_report.py {root} --out {out}" + (
+        f" --title '{args.title}' --reference {args.reference}" if args.reference != "trice" else "")
+    lines = [f"# {args.title}", "", f"Made by `{command}` from the `trice compare` directories below.", ""]
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         runs = {d.name: RunDir(d) for d in sorted(task_dir.iterdir())
                 if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()}
@@ -80,7 +110,11 @@ def main(argv=None) -> int:
             lines += (task_dir / "results.md").read_text(encoding="utf-8").splitlines() + [""]
             shutil.copy(task_dir / "results.csv", out / f"{task_dir.name}-results.csv")
         lines += ["Train against held-out accuracy (memorisation check):", ""] + train_vs_heldout(runs) + [""]
-        lines += ["TRICE's proposal accuracy, plateau check:", ""] + (plateau(runs) or ["- no TRICE run yet"]) + [""]
+        lines += ["TRICE's proposal accuracy, plateau check:", ""] + (
+            plateau(runs, reference=args.reference) or ["- no TRICE run yet"]) + [""]
+        usage = tool_usage(runs)
+        if usage:
+            lines += ["Tool use on the held-out questions, before and after training:", ""] + usage + [""]
     if not tasks:
         print(f"no compare directories with runs under {root}", file=sys.stderr)
         return 1
