@@ -44,6 +44,7 @@ import torch
 from . import stopping
 from .layout import cached_prefix_length, row_block
 from .randomness import inverse_cdf, uniforms
+from .tool_inserts import ToolInserts
 
 ATTENTION = "trice_slots"
 
@@ -200,46 +201,6 @@ class Rows:
     count: torch.Tensor  # [n] long
     finished: torch.Tensor  # [n] bool: ended at a stop token or stop string
     forced: torch.Tensor | None = None  # [n, max_new_tokens] bool: inserted by a tool hook, not sampled
-
-
-class ToolInserts:
-    """Tool results waiting to be fed, shared by both engines: after a row's new token, if the token may
-    complete a call (its text contains ``hook.trigger``), the hook gets the row's text so far and may
-    return text to append; its tokens then replace the row's next draws, one per step, marked in
-    ``forced`` (so the row's randomness index t still counts every token)."""
-
-    def __init__(self, hook, tokenizer, vocab: int, device, forced: torch.Tensor):
-        self.hook, self.tokenizer, self.forced = hook, tokenizer, forced
-        trigger = getattr(hook, "trigger", None)
-        self.candidates = stop_candidates(tokenizer, vocab, (trigger,), device) if trigger else None
-        self.pending: dict[int, list[int]] = {}  # row -> token ids still to feed
-
-    def substitute(self, rows: list[int], t: list[int], next_cpu: torch.Tensor) -> torch.Tensor:
-        """Replace the draws of rows with pending tool tokens; returns which were replaced ([k] bool)."""
-        replaced = torch.zeros(len(rows), dtype=torch.bool)
-        if self.pending:
-            for k, r in enumerate(rows):
-                queue = self.pending.get(r)
-                if queue:
-                    next_cpu[k] = queue.pop(0)
-                    replaced[k] = True
-                    self.forced[r, t[k]] = True
-                    if not queue:
-                        del self.pending[r]
-        return replaced
-
-    def after(self, rows: list[int], next_cpu: torch.Tensor, skip: torch.Tensor, tokens_of) -> None:
-        """Call the hook for rows whose new token may complete a call (not ``skip``ped: done or forced);
-        ``tokens_of(k)`` is the k-th row's tokens so far."""
-        may = ~skip if self.candidates is None else self.candidates[next_cpu.to(self.candidates.device)].cpu() & ~skip
-        for k in may.nonzero().flatten().tolist():
-            inserted = self.hook(self.tokenizer.decode(tokens_of(k), skip_special_tokens=True))
-            if inserted:
-                self.pending[rows[k]] = self.tokenizer(inserted, add_special_tokens=False).input_ids
-
-    def retire(self, rows: list[int]) -> None:
-        for r in rows:
-            self.pending.pop(r, None)
 
 
 def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,

@@ -15,7 +15,8 @@ import torch
 from transformers import DynamicCache
 
 from . import stopping
-from .engine import Rows, ToolInserts, vocab_size
+from .engine import Rows, vocab_size
+from .tool_inserts import ToolInserts
 from .layout import attention_mask, prefix_cache, row_block
 from .randomness import inverse_cdf, uniforms
 
