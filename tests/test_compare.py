@@ -169,3 +169,23 @@ def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
         method_config(TrainConfig(), "trice+abacus")
     with pytest.raises(TriceError, match="unknown method 'tricey'"):
         method_config(TrainConfig(), "tricey")
+
+
+def test_learning_curve_bands_stay_inside_zero_and_one():
+    """Three seeds near 1 (and near 0) give a Student-t band past the ends; the drawn band is clipped to
+    [0, 1] while the mean line is unchanged."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from trice.plots import _bands
+
+    runs = {f"m-seed{s}": [(0, y0), (100, y1)] for s, (y0, y1) in enumerate([(0.0, 1.0), (0.1, 0.7), (0.0, 1.0)])}
+    fig, ax = plt.subplots()
+    _bands(ax, runs, lambda xy: xy)
+    band = np.concatenate([p.vertices for p in ax.collections[0].get_paths()])
+    assert band[:, 1].min() == 0.0 and band[:, 1].max() == 1.0  # unclipped: about -0.11 and 1.27
+    line = ax.lines[0].get_ydata()
+    assert abs(line[0] - 0.1 / 3) < 1e-12 and abs(line[-1] - 0.9) < 1e-12
+    plt.close(fig)

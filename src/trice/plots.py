@@ -97,9 +97,10 @@ def _curve(run: RunDir) -> list[tuple[float, float]]:
     return [(_compute(e), e.get("subset_accuracy", e["greedy_accuracy"])) for e in _evals(run)]
 
 
-def _bands(ax, runs: dict[str, RunDir], points) -> None:
+def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0.0, 1.0)) -> None:
     """Per method: each seed's (x, y) points interpolated onto a common grid up to the shortest seed's
-    last x, then the mean and the 95% confidence band (Student t) over seeds; one seed: its line."""
+    last x, then the mean and the 95% confidence band (Student t) over seeds; one seed: its line. The band
+    is clipped to ``limits`` (every curve drawn here is a fraction: with 3 seeds a t band can pass 0 or 1)."""
     from .compare import mean_ci
 
     by_method: dict[str, list] = {}
@@ -117,7 +118,8 @@ def _bands(ax, runs: dict[str, RunDir], points) -> None:
         half = np.array([0.0 if np.isnan(h) else h for _, h in stats])
         colour = plt.cm.tab10(i % 10)
         ax.plot(grid, mean, color=colour, label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
-        ax.fill_between(grid, mean - half, mean + half, color=colour, alpha=0.2)
+        low, high = np.clip(mean - half, *limits), np.clip(mean + half, *limits)
+        ax.fill_between(grid, low, high, color=colour, alpha=0.2)
 
 
 def learning_curves(tasks: dict[str, dict[str, RunDir]], path: str | Path) -> Path:
