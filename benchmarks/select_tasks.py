@@ -50,6 +50,12 @@ CANDIDATES = {
     "gcd": ("gym/gcd", dict(min_numbers=2, max_numbers=2, min_value=1, max_value=100), 96, None),
     "simple_equations": ("gym/simple_equations", dict(min_terms=2, max_terms=2, min_value=1, max_value=20),
                          96, None),
+    # free-form answers (issue 17: a word or a word list, checked by exact match, so a near miss scores 0)
+    "spell_backward": ("gym/spell_backward", dict(min_word_len=3, max_word_len=6), 64, None),
+    "word_sequence_reversal": ("gym/word_sequence_reversal", dict(min_words=3, max_words=4), 64, None),
+    "family_relationships": ("gym/family_relationships", dict(min_family_size=4, max_family_size=6), 64, None),
+    "sentence_reordering": ("gym/sentence_reordering", dict(min_words_in_sentence=3, max_words_in_sentence=6),
+                            64, None),
     # BIG-Bench Hard: 250 questions (causal_judgement 187), 60% train / 40% held-out
     "object_counting": ("bbh/object_counting", {}, 128, None),
     "date_understanding": ("bbh/date_understanding", {}, 96, 1 / 6),
