@@ -45,6 +45,7 @@ def test_calculator_hook_fires_only_at_an_open_call_and_caps_calls():
     assert hook("<<a=b=") is None
     assert hook("<<1+1=2>> <<2+2=4>> <<3+3=") is None  # the cap: later calls are left to the model
     assert Calculator()("<<2+2=4>> " * (MAX_CALLS - 1) + "<<3+3=") == "6>>"
+    assert hook(">> >> >> <<3+3=") == "6>>"  # ">>" the model writes is not a call: the cap counts calls
     assert make_tool("none") is None and isinstance(make_tool("calculator"), Calculator)
 
 

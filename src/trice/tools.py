@@ -136,6 +136,10 @@ def calculate(expression: str) -> str:
     return str(value)
 
 
+# a completed call "<<EXPR=RESULT>>" in visible text: what the cap counts (a ">>" the model writes is not a call)
+_CLOSED_CALL = re.compile(r"<<[^<>=]*=[^<>]*>>")
+
+
 class Calculator:
     """The sampler's tool hook: given a row's visible text so far, returns ``RESULT>>`` to append when the
     text ends with an open call ``<<EXPR=`` (no ``>>`` after the last ``<<``), else None; at most
@@ -154,7 +158,7 @@ class Calculator:
         if start < 0 or RESULT_END in text[start:]:
             return None
         expression = text[start + len(CALL):-1]
-        if CALL in expression or "=" in expression or text.count(RESULT_END) >= self.max_calls:
+        if CALL in expression or "=" in expression or len(_CLOSED_CALL.findall(text)) >= self.max_calls:
             return None
         return calculate(expression) + RESULT_END
 
