@@ -56,6 +56,33 @@ def plateau(runs: dict, window: int = 20, reference: str = "trice") -> list[str]
     return lines
 
 
+def cost_per_step(runs: dict) -> list[str]:
+    """Per method (finished seeds, means): optimizer steps done, token-passes spent, token-passes per step,
+    and, for the methods that log the answer likelihood log p(y | x, z) of their samples (``answer_loglik``),
+    its mean over the first and over the last 3 steps: how many updates a budget buys, and whether the
+    likelihood signal moved."""
+    by_method: dict[str, list[tuple]] = {}
+    for label, run in runs.items():
+        if not run.summary_path.exists():
+            continue
+        summary = run.summary()
+        steps, passes = summary.get("steps_done") or 0, summary.get("token_passes") or 0
+        loglik = [r["answer_loglik"] for r in run.metrics() if r.get("answer_loglik") is not None]
+        first, last = (statistics.fmean(loglik[:3]), statistics.fmean(loglik[-3:])) if loglik else (None, None)
+        by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((steps, passes, first, last))
+    lines = ["| method | seeds | steps | token-passes | token-passes per step | answer log-lik, first 3 → last 3 steps |",
+             "|---|---|---|---|---|---|"]
+    for method, rows in by_method.items():
+        steps, passes = statistics.fmean(r[0] for r in rows), statistics.fmean(r[1] for r in rows)
+        logliks = [r for r in rows if r[2] is not None]
+        moved = (f"{statistics.fmean(r[2] for r in logliks):.2f} → {statistics.fmean(r[3] for r in logliks):.2f}"
+                 if logliks else "-")
+        lines.append(f"| {method} | {len(rows)} | {steps:.1f} | {passes:,.0f} | "
+                     f"{passes / steps if steps else float('nan'):,.0f} | {moved} |")
+    return lines + ["", "Token-passes per step include each run's set-up (TRICE's memory, STaR's outer sampling); "
+                    "a run stops at the first step that reaches the budget, so its last step may pass it."]
+
+
 def tool_usage(runs: dict) -> list[str]:
     """For runs with a tool (trice.tools): how often the held-out greedy rationales call it and how often
     those calls evaluate, before and after training, means over seeds; [] when no run has a tool."""
@@ -112,6 +139,7 @@ def main(argv=None) -> int:
         lines += ["Train against held-out accuracy (memorisation check):", ""] + train_vs_heldout(runs) + [""]
         lines += ["TRICE's proposal accuracy, plateau check:", ""] + (
             plateau(runs, reference=args.reference) or ["- no TRICE run yet"]) + [""]
+        lines += ["Compute per step:", ""] + cost_per_step(runs) + [""]
         usage = tool_usage(runs)
         if usage:
             lines += ["Tool use on the held-out questions, before and after training:", ""] + usage + [""]

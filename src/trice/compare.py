@@ -2,7 +2,7 @@
 
 Every run goes through the same loop, sampler, scorer, checker and evaluator; each is a normal run
 directory under ``OUT/<method>-seed<seed>``. The budget is ``compute_budget`` in token-passes
-(:mod:`trice.budget`: sampled + 3 x scored tokens, so methods that sample nothing pay too) or the older
+(:mod:`trice.budget`: sampled + forward-only + 3 x scored tokens, so methods that sample nothing pay too) or the older
 ``token_budget`` of sampled tokens. Writes ``results.csv`` (a row per run), ``results.md`` (means with
 95% confidence intervals, and every method against the reference method paired on the same held-out
 questions) and PNG plots (see :mod:`trice.plots`).
@@ -201,7 +201,7 @@ def write_results(rows: list[dict], out: Path, verdicts: dict | None = None, ref
     lines.append("Means over seeds ± half-width of the 95% confidence interval (Student t). change: held-out "
                  "greedy accuracy after minus before training, same questions. paired z: McNemar's test pooled "
                  "over seeds, (questions turned right - turned wrong) / sqrt(their sum). token-passes: sampled "
-                 "tokens + 3 x scored tokens (trice.budget).")
+                 "tokens + tokens run forward without gradient + 3 x scored tokens (trice.budget).")
     methods = list(dict.fromkeys(r["method"] for r in rows))
     if reference not in methods:
         reference = next((m for m in ("trice", "trice-full", "trice-nocv") if m in methods), methods[0])

@@ -68,7 +68,7 @@ class TrainConfig:
     star_inner_steps: int = _f(20, "STaR: fine-tuning steps per outer iteration")
     steps: int = _f(100, "optimiser steps")
     token_budget: int | None = _f(None, "stop once this many tokens have been sampled (set-up included)")
-    compute_budget: int | None = _f(None, "stop once this many token-passes are spent: sampled tokens + 3 x scored "
+    compute_budget: int | None = _f(None, "stop once this many token-passes are spent: sampled + forward-only + 3 x scored "
                                           "tokens, set-up included (trice.budget; compare's fair budget)")
     eval_points: int = _f(0, "learning curve: evaluate on the first eval_subset held-out questions at this many "
                              "evenly spaced points of the budget (compute_budget, else token_budget, else steps)")

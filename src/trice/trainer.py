@@ -255,7 +255,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
 
 
 def _passes(t: TrainingState) -> int:
-    """Token-passes spent so far (trice.budget): sampled tokens + 3 x scored tokens, set-up included."""
+    """Token-passes spent so far (trice.budget): sampled + forward-only + 3 x scored tokens, set-up included."""
     return token_passes(t.sampler.tokens, t.loop.tokens_scored, t.loop.tokens_forward)
 
 
