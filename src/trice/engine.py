@@ -44,6 +44,7 @@ import torch
 from . import stopping
 from .layout import cached_prefix_length, row_block
 from .randomness import inverse_cdf, uniforms
+from .stop_candidates import stop_candidates
 from .tool_inserts import ToolInserts
 
 ATTENTION = "trice_slots"
@@ -174,22 +175,6 @@ class SlotCache:
             for t in buffers:
                 idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
                 t[:, :, :width] = t.gather(2, idx)
-
-
-# ----------------------------------------------------------------------------------------- stopping
-def stop_candidates(tokenizer, vocab: int, stop: tuple[str, ...], device) -> torch.Tensor:
-    """``[vocab]`` bool: tokens after which the text may newly contain a stop string, i.e. whose
-    text alone contains the last character of some stop string (or that decode to nothing or to a
-    partial character, whose text depends on their neighbours). Cached on the tokenizer."""
-    ends = {s[-1] for s in stop if s}
-    cache = tokenizer.__dict__.setdefault("_trice_stop_candidates", {})
-    key = (vocab, tuple(sorted(ends)))
-    if key not in cache:
-        texts = tokenizer.batch_decode([[i] for i in range(min(vocab, len(tokenizer)))], skip_special_tokens=True)
-        flags = [(not t) or ("\ufffd" in t) or any(e in t for e in ends) for t in texts]
-        flags += [True] * (vocab - len(flags))
-        cache[key] = torch.tensor(flags, dtype=torch.bool)
-    return cache[key].to(device)
 
 
 # ---------------------------------------------------------------------------------------------- engine

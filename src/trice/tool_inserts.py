@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .stop_candidates import stop_candidates
+
 
 class ToolInserts:
     """Tool results waiting to be fed, shared by both engines: after a row's new token, if the token may
@@ -15,8 +17,6 @@ class ToolInserts:
     def __init__(self, hook, tokenizer, vocab: int, device, forced: torch.Tensor):
         self.hook, self.tokenizer, self.forced = hook, tokenizer, forced
         trigger = getattr(hook, "trigger", None)
-        from .engine import stop_candidates
-
         self.candidates = stop_candidates(tokenizer, vocab, (trigger,), device) if trigger else None
         self.pending: dict[int, list[int]] = {}  # row -> token ids still to feed
 
