@@ -4,6 +4,8 @@
 # queue can be killed and restarted; run two queues on different tasks to use both cores of a 2-core machine
 # (never two queues on the same task: they would share one results.md).
 set -euo pipefail
+# BIG-Bench Hard from the shared data folder beside the checkout unless TRICE_DATA_DIR says otherwise (no hub here)
+if [ -z "${TRICE_DATA_DIR:-}" ] && [ -d ../shared/data ]; then export TRICE_DATA_DIR=$(cd ../shared/data && pwd); fi
 METHODS=${METHODS:-trice,rloo,star,trice-nocv,rs,pt-direct,fewshot-cot}
 for item in "$@"; do
   task=${item%%:*}; seeds=${item#*:}
