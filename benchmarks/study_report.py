@@ -12,6 +12,7 @@ wrote; runs still in progress are included with the evaluations they have logged
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import statistics
 import sys
@@ -54,6 +55,30 @@ def plateau(runs: dict, window: int = 20, reference: str = "trice") -> list[str]
                      f"{statistics.fmean(a):.3f} (change {change:+.3f}, SE {se:.3f}): "
                      f"{'plateaued' if abs(change) < 2 * se else 'still changing'}")
     return lines
+
+
+def best_at_equal_compute(csv_path: Path, reference: str = "trice") -> list[str]:
+    """The method with the highest mean final held-out greedy accuracy over its seeds (compare's
+    results.csv), with its 95% CI, and where the reference stands; the paired table above says whether
+    the gap is significant."""
+    from trice.compare import mean_ci
+
+    by_method: dict[str, list[float]] = {}
+    with open(csv_path, encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            by_method.setdefault(row["method"], []).append(float(row["greedy_accuracy"]))
+    if not by_method:
+        return []
+    ranked = sorted(by_method, key=lambda m: -statistics.fmean(by_method[m]))
+
+    def cell(method):
+        mean, half = mean_ci(by_method[method])
+        return f"{method} {mean:.3f}" + ("" if half != half else f" ± {half:.3f}") + f" ({len(by_method[method])} seeds)"
+
+    line = f"Best at equal compute: **{cell(ranked[0])}**"
+    if reference in by_method and ranked[0] != reference:
+        line += f"; {cell(reference)} ranks {ranked.index(reference) + 1} of {len(ranked)}"
+    return [line + ". Order: " + " > ".join(ranked) + "."]
 
 
 def cost_per_step(runs: dict) -> list[str]:
@@ -117,7 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--title", default="Compute-fair study: results")
     parser.add_argument("--reference", default="trice", help="the method whose proposal accuracy is checked for a plateau")
     args = parser.parse_args(argv)
-    from trice.plots import learning_curves
+    from trice.plots import learning_curves, training_curves
     from trice.run import RunDir
 
     root, out = Path(args.root), Path(args.out)
@@ -136,6 +161,7 @@ def main(argv=None) -> int:
         if (task_dir / "results.md").exists():
             lines += (task_dir / "results.md").read_text(encoding="utf-8").splitlines() + [""]
             shutil.copy(task_dir / "results.csv", out / f"{task_dir.name}-results.csv")
+            lines += best_at_equal_compute(task_dir / "results.csv", args.reference) + [""]
         lines += ["Train against held-out accuracy (memorisation check):", ""] + train_vs_heldout(runs) + [""]
         lines += ["TRICE's proposal accuracy, plateau check:", ""] + (
             plateau(runs, reference=args.reference) or ["- no TRICE run yet"]) + [""]
@@ -148,6 +174,8 @@ def main(argv=None) -> int:
         return 1
     figure = learning_curves(tasks, out / "accuracy_vs_compute.png")
     lines += [f"![learning curves]({figure.name})", ""]
+    for key in ("proposal_accuracy", "memory_coverage"):  # training quantities, also against compute
+        lines += [f"![{key} against compute]({training_curves(tasks, key, out / f'{key}_vs_compute.png').name})", ""]
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {out / 'results.md'} and {figure}")
     return 0

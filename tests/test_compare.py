@@ -128,6 +128,9 @@ def test_compare_under_a_compute_budget_with_curves_and_paired_table(tmp_path, l
     assert "## toy" in report and "## trice against each method" in report
     assert "| trice | 2 |" in report.split("Train against held-out")[1]  # both seeds in the memorisation table
     assert (tmp_path / "doc" / "accuracy_vs_compute.png").stat().st_size > 1000
+    for name in ("proposal_accuracy", "memory_coverage"):
+        assert (tmp_path / "doc" / f"{name}_vs_compute.png").stat().st_size > 1000
+    assert "Best at equal compute: **" in report
 
 
 def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
@@ -189,3 +192,16 @@ def test_learning_curve_bands_stay_inside_zero_and_one():
     line = ax.lines[0].get_ydata()
     assert abs(line[0] - 0.1 / 3) < 1e-12 and abs(line[-1] - 0.9) < 1e-12
     plt.close(fig)
+
+
+def test_best_at_equal_compute_ranks_methods_by_mean_final_accuracy(tmp_path):
+    """The study report names the method with the highest mean final accuracy over seeds and TRICE's rank."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import study_report
+
+    path = tmp_path / "results.csv"
+    rows = [("trice", 0, 0.30), ("trice", 1, 0.40), ("rs", 0, 0.50), ("rs", 1, 0.30), ("star", 0, 0.1), ("star", 1, 0.2)]
+    path.write_text("method,seed,greedy_accuracy\n" + "".join(f"{m},{s},{a}\n" for m, s, a in rows))
+    (line,) = study_report.best_at_equal_compute(path)
+    assert line.startswith("Best at equal compute: **rs 0.400 ± ")  # mean of 0.5 and 0.3 beats trice's 0.35
+    assert "trice 0.350" in line and "ranks 2 of 3" in line and line.endswith("Order: rs > trice > star.")

@@ -134,6 +134,16 @@ def learning_curves(tasks: dict[str, dict[str, RunDir]], path: str | Path) -> Pa
     return _save(fig, Path(path))
 
 
+def training_curves(tasks: dict[str, dict[str, RunDir]], key: str, path: str | Path) -> Path:
+    """A training quantity logged each step (``proposal_accuracy``, ``memory_coverage``) against compute,
+    one panel per task, mean over seeds with a 95% band; methods that never log it are left out."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, (task, runs) in zip(axes[0], tasks.items()):
+        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None])
+        _finish(ax, f"{task + ': ' if task else ''}{key.replace('_', ' ')} against compute", "token-passes", key)
+    return _save(fig, Path(path))
+
+
 def _finish(ax, title, xlabel, ylabel):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
