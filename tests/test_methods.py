@@ -54,6 +54,8 @@ def test_each_method_changes_trainable_and_only_trainable_parameters(tmp_path, m
         assert 0 <= summary["memory_coverage"] <= 1
     steps = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("loss" in s for s in steps) == (0 if method == "fewshot-cot" else 4)
+    if method == "star":  # the collection's accuracy; hint-rationalised examples only add to the coverage
+        assert all(0 <= s["proposal_accuracy"] <= s["memory_coverage"] for s in steps if "loss" in s)
 
 
 def test_rloo_and_rs_coefficients():

@@ -22,6 +22,7 @@ class STaR(Method):
         self.covered = torch.zeros(0, dtype=torch.bool)  # example has a kept rationale this iteration
         self.steps_done = 0
         self.collection_tokens = 0  # tokens the latest collection sampled
+        self.collection_accuracy = 0.0  # fraction of its samples that were right before rationalisation
         self.iteration_start = 0  # token-passes spent when the latest iteration started
         self.iteration_passes = 0  # token-passes the previous iteration cost (collection and inner steps)
         self.initial: list[torch.Tensor] = []
@@ -34,13 +35,15 @@ class STaR(Method):
 
     def state_dict(self):
         return {"dataset": list(self.dataset), "covered": self.covered.clone(), "steps_done": self.steps_done,
-                "collection_tokens": self.collection_tokens, "initial": [p.clone() for p in self.initial],
+                "collection_tokens": self.collection_tokens, "collection_accuracy": self.collection_accuracy,
+                "initial": [p.clone() for p in self.initial],
                 "iteration_start": self.iteration_start, "iteration_passes": self.iteration_passes}
 
     def load_state_dict(self, state) -> None:
         self.dataset, self.covered = list(state["dataset"]), state["covered"].clone()
         self.steps_done, self.initial = state["steps_done"], [p.clone() for p in state["initial"]]
         self.collection_tokens = state.get("collection_tokens", 0)
+        self.collection_accuracy = state.get("collection_accuracy", 0.0)
         self.iteration_start = state.get("iteration_start", 0)
         self.iteration_passes = state.get("iteration_passes", 0)
 
@@ -50,6 +53,7 @@ class STaR(Method):
         prompts = [self.prompt(e.question) for e in train]
         texts = [s.text for s in ctx.sample(prompts)]
         correct = ctx.task.verdicts(texts, train)
+        self.collection_accuracy = sum(correct) / len(correct)
         if self.rationalize and not all(correct):
             wrong = [i for i, c in enumerate(correct) if not c]
             hinted = [s.text for s in ctx.sample([self.format.guide_prompt(train[i].question, train[i].answer) for i in wrong],
@@ -81,7 +85,10 @@ class STaR(Method):
                     p.copy_(p0)
             ctx.sampler.on_update()  # the weights changed: vLLM re-syncs, the torch engine re-merges LoRA
         self.steps_done += 1
-        metrics = {"memory_coverage": float(self.covered.float().mean()),
+        # proposal_accuracy: the latest collection's samples over the whole training set, as the
+        # other methods' per-batch samples (the memorisation check compares it with held-out accuracy)
+        metrics = {"proposal_accuracy": self.collection_accuracy,
+                   "memory_coverage": float(self.covered.float().mean()),
                    "kept_rationales": len(self.dataset), "outer_restart": restart}
         if not self.dataset:
             return Weighted([], [], torch.zeros(0, dtype=torch.float64), metrics)
