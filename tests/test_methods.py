@@ -84,3 +84,37 @@ def test_star_does_not_start_an_iteration_the_token_budget_cannot_pay_for(tmp_pa
     limited = run(budget, "budget")
     assert limited["steps_done"] == 3  # exactly one whole iteration
     assert limited["tokens_sampled"] == first_collection <= budget
+
+
+def test_trice_auto_rule_uses_past_steps_only():
+    """trice-auto's estimator: the basic one until the mean proposal accuracy of the last 10 steps reaches 0.7."""
+    from trice.methods.trice import AUTO_THRESHOLD, AUTO_WINDOW, auto_estimator
+
+    assert (AUTO_THRESHOLD, AUTO_WINDOW) == (0.7, 10)
+    assert auto_estimator([]) == "trice-nocv"  # nothing measured yet
+    assert auto_estimator([0.69] * 10) == "trice-nocv" and auto_estimator([0.7] * 10) == "trice"
+    assert auto_estimator([1.0] * 3 + [0.6] * 10) == "trice-nocv"  # only the last 10 steps count
+    assert auto_estimator([0.0] * 20 + [0.8] * 10) == "trice"
+
+
+@pytest.mark.parametrize("threshold, expected", [(0.0, [False, True, True, True]), (1.01, [False] * 4)])
+def test_trice_auto_switches_estimator_by_running_acceptance(tmp_path, monkeypatch, threshold, expected):
+    """Step 1 has no measured rate (basic estimator); after it the control variate is used exactly when the
+    running rate reaches the threshold; the running rate is part of the resumable state."""
+    import trice.methods.trice as trice_method
+
+    monkeypatch.setattr(trice_method, "AUTO_THRESHOLD", threshold)
+    model, tok = make_tiny_lm(0)
+    config = TrainConfig(method="trice-auto", params="lora", steps=4, batch_size=4, subsample=3, max_new_tokens=6,
+                         n_eval=0, lr=0.05, threads=1, out=str(tmp_path / "run"))
+    train(config, model=model, tokenizer=tok, task=coin_task(10, 4, gold=True))
+    steps = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "loss" in s]
+    assert [s["control_variate"] for s in steps] == expected
+    # the basic estimator scores the M memory terms; the paper's the L = 3 subsampled ones
+    assert [s["num_terms"] <= (3 if cv else 4) for s, cv in zip(steps, expected)] == [True] * 4
+    from trice.memory import Memory
+
+    method = trice_method.TriceMethod("trice-auto")
+    method.load_state_dict({"memory": Memory(1).state_dict(), "recent_acceptance": [0.5, 1.0]})
+    assert method.state_dict()["recent_acceptance"] == [0.5, 1.0]

@@ -60,7 +60,9 @@ class TrainConfig:
     reward_threshold: float = _f(0.0, "a reward above this means correct")
     n_train: int | None = _f(None, "use only the first N training examples")
     # --- method and optimisation
-    method: str = _f("trice", "trice (CV, subsampled), trice-full (CV), trice-nocv (basic), or a baseline: "
+    method: str = _f("trice-auto", "trice-auto (trice-nocv below 0.7 running acceptance, trice above; measured in "
+                     "docs/estimator-variance.md), trice (the paper's: CV, subsampled), trice-full (CV), trice-nocv "
+                     "(basic), or a baseline: "
                      "star, star-norat, rs, rloo, pt-direct, sft-gold, fewshot-cot, or a likelihood-based peer: "
                      "trice-soft, jepo, latro (ALGORITHM.md 6)", choices=METHODS)
     k: int = _f(4, "samples per example for rs, rloo, jepo and latro")

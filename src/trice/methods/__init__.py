@@ -2,6 +2,7 @@ r"""Training methods: each turns a minibatch into weighted sequences for the one
 
 | method | sequences it emits | weight |
 |---|---|---|
+| trice-auto | trice-nocv's terms while the running acceptance rate is below 0.7, then trice's | as those |
 | trice | L terms drawn from memory + proposals | sign * W / (Mv L) |
 | trice-full | all 2M memory and proposal terms | sign * w / Mv |
 | trice-nocv | correct memory rationales | 1 / M |
@@ -29,6 +30,7 @@ from .trice import TriceMethod
 
 # The one list of methods, in the order help texts show them: name -> factory(exemplars, k, star_inner_steps).
 _FACTORIES = {
+    "trice-auto": lambda exemplars, k, inner: TriceMethod("trice-auto", exemplars),
     "trice": lambda exemplars, k, inner: TriceMethod("trice", exemplars),
     "trice-full": lambda exemplars, k, inner: TriceMethod("trice-full", exemplars),
     "trice-nocv": lambda exemplars, k, inner: TriceMethod("trice-nocv", exemplars),

@@ -1,7 +1,8 @@
 """TRICE (ALGORITHM.md section 3): memory, independence-sampler MH step, control-variate estimator.
 
-``estimator`` is "trice" (CV, subsampled; the default), "trice-full" (CV over all 2M terms) or
-"trice-nocv" (the basic estimator).
+``estimator`` is "trice" (the paper's: CV, subsampled), "trice-full" (CV over all 2M terms),
+"trice-nocv" (the basic estimator) or "trice-auto" (the default: the basic estimator while the running
+acceptance rate is below AUTO_THRESHOLD, the paper's above it; see :func:`auto_estimator`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,35 @@ from ..initialise import init_memory
 from ..tools import tool_stats
 from .base import Context, Method, Weighted
 
+# trice-auto's rule, measured (docs/estimator-variance.md): per unit of compute (token-passes) the basic
+# estimator's gradient variance is 0.45x [0.40, 0.51] the paper's at acceptance 0.31 and 0.49x [0.40, 0.58]
+# at 0.46 on the packaged SmolLM2; on the enumerable model (benchmarks/variance_vs_acceptance.py, L = M) the
+# paper's estimator has 1.48x the basic one's variance at 0.3, 1.34x at 0.5, 0.99x at 0.7 and 0.41x at 0.9.
+# So the control variate pays from about 0.7 on; below, the basic estimator is the cheaper one.
+AUTO_THRESHOLD = 0.7
+AUTO_WINDOW = 10  # steps of proposal accuracy in the running acceptance rate
+
+
+def auto_estimator(recent_acceptance: list[float], threshold: float | None = None) -> str:
+    """trice-auto's estimator for the next step: "trice" (the paper's, control variate) when the mean
+    proposal accuracy of the last AUTO_WINDOW steps is at least ``threshold`` (AUTO_THRESHOLD), else "trice-nocv"; before
+    any step (no rate measured yet) "trice-nocv". Only past steps count: choosing by this step's own
+    proposals would make the choice depend on the sample the estimate is made from.
+
+    >>> auto_estimator([]), auto_estimator([0.5] * 10), auto_estimator([0.0] * 5 + [0.8] * 10)
+    ('trice-nocv', 'trice-nocv', 'trice')
+    """
+    threshold = AUTO_THRESHOLD if threshold is None else threshold
+    recent = recent_acceptance[-AUTO_WINDOW:]
+    return "trice" if recent and sum(recent) / len(recent) >= threshold else "trice-nocv"
+
 
 class TriceMethod(Method):
     def __init__(self, estimator: str = "trice", exemplars=None):
         self.name = estimator
         self.estimator = estimator
         self.exemplars = exemplars
+        self.recent_acceptance: list[float] = []  # trice-auto: proposal accuracy of the last steps
 
     def setup(self, ctx: Context) -> None:
         # Memory from the hinted guide, drawn from the untuned model: at this point the policy equals
@@ -27,13 +51,14 @@ class TriceMethod(Method):
                                   fmt=self.format)
 
     def state_dict(self):
-        return {"memory": self.memory.state_dict()}
+        return {"memory": self.memory.state_dict(), "recent_acceptance": list(self.recent_acceptance)}
 
     def load_state_dict(self, state) -> None:
         from ..memory import Memory
 
         self.memory = Memory(len(state["memory"]["rationales"]))
         self.memory.load_state_dict(state["memory"])
+        self.recent_acceptance = list(state.get("recent_acceptance", []))
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         examples = [ctx.train_set[i] for i in batch]
@@ -43,8 +68,10 @@ class TriceMethod(Method):
         proposal_correct = ctx.task.verdicts(proposals, examples)
         memory_correct, _ = self.memory.update(batch, proposals, proposal_correct)
         proposal_correct = torch.tensor(proposal_correct)
+        estimator = auto_estimator(self.recent_acceptance) if self.estimator == "trice-auto" else self.estimator
+        self.recent_acceptance = (self.recent_acceptance + [float(proposal_correct.float().mean())])[-AUTO_WINDOW:]
         # Which of the 2M sequences (memory z'_m, then proposals z~_m) to score, and their weights.
-        terms = estimator_terms(proposal_correct, memory_correct, self.estimator,
+        terms = estimator_terms(proposal_correct, memory_correct, estimator,
                                 ctx.config.subsample, ctx.resampler_rng)
         sequences = [self.memory.rationales[i] for i in batch] + proposals
         chosen = terms.indices.tolist()
@@ -52,7 +79,7 @@ class TriceMethod(Method):
         metrics = {"proposal_accuracy": float(proposal_correct.float().mean()),
                    "memory_coverage": self.memory.coverage(),
                    "mean_beta": float(beta[mask].mean()) if mask.any() else 0.0,
-                   "num_valid": int(mask.sum()), "num_terms": len(chosen),
+                   "num_valid": int(mask.sum()), "num_terms": len(chosen), "control_variate": estimator != "trice-nocv",
                    **(tool_stats(proposals) if ctx.config.tools != "none" else {})}
         return Weighted([prompts[j % len(batch)] for j in chosen],
                         [sequences[j] + self.format.end for j in chosen], terms.coefs, metrics)
