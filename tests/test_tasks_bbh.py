@@ -133,7 +133,8 @@ CASES = [
     ("So the answer is (A). No, the answer is (B).", "(B)", "snarks", False, "same"),
     ("So the answer is (A).\n\nQ: next\nA: So the answer is (B).", "(A)", "snarks", True, "same"),
     ("So The Answer Is (A).", "(A)", "snarks", False, "same"),
-    ("The answer is (A).", "(A)", "snarks", False, "same"),  # lm-eval's phrase is lower case
+    ("The answer is (A).", "(A)", "snarks", True, "direct"),  # lm-eval's phrase is lower case; pt-direct's target
+    ("So the answer is (B). The answer is (A).", "(A)", "snarks", False, "same"),  # lm-eval's phrase first
     ("So the answer is   (A).", "(A)", "snarks", True, "same"),
     ("So the answer is (A).\n", "(A)", "snarks", True, "same"),
     ("So the answer is (A).   \n ", "(A)", "snarks", True, "norm"),  # trailing whitespace
@@ -180,7 +181,7 @@ def test_check_matches_lm_evaluation_harness(rationale, target, task, verdict, r
     assert bbh_correct(rationale, target, task) is verdict
     if relation == "same":
         assert lm_eval_verdict(rationale, target) is verdict
-    else:  # we only ever accept more, never less
+    else:  # we only ever accept more, never less: normalised answers, and the direct-answer form
         assert verdict is True and lm_eval_verdict(rationale, target) is False
 
 
@@ -274,3 +275,13 @@ def test_hub_failure_and_missing_datasets_are_clear_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(TriceError, match=r"bbh: no local data .* `datasets` package is not installed"):
         get_task("bbh")
+
+
+@pytest.mark.parametrize("answer", ["yes", "(B)", "False", "42"])
+def test_the_direct_answer_target_is_read_by_the_bbh_check(answer):
+    """pt-direct trains on prompts.direct_target(y); the BBH check must read it (lm-eval's CoT regex alone is
+    case-sensitive and never did, so a direct-answer run scored 0 on every BBH task)."""
+    from trice.prompts import PLAIN
+
+    target = PLAIN.direct_target(answer)
+    assert bbh_correct(target, answer) and not bbh_correct(PLAIN.direct_target("maybe"), answer)

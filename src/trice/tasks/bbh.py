@@ -49,6 +49,10 @@ TASKS = tuple(sorted(KIND))  # the 27 task names
 _LM_EVAL_RE = re.compile(r"(?<=the answer is )(.*)(?=.)")
 _CHOICE_RE = re.compile(r"\(([A-Za-z])\)|([A-Z])")
 _FINAL_RE = re.compile(r"the answer is (.*)\.\s*$")
+# pt-direct's target is "The answer is y." (trice.prompts.direct_target), which lm-eval's case-sensitive CoT
+# regex never reads (its own direct BBH variant compares the raw generation instead): read it the same way,
+# but only when lm-eval's regex finds nothing, so every chain-of-thought verdict is lm-eval's.
+_DIRECT_RE = re.compile(r"(?<=The answer is )(.*)(?=.)")
 
 
 def lm_eval_extract(text: str) -> str | None:
@@ -105,8 +109,13 @@ def bbh_correct(rationale: str, target: str, task: str | None = None) -> bool:
     (True, True)
     >>> bbh_correct("So the answer is (C)", "(C)")  # no final period: lm-eval reads "(C"
     False
+    >>> bbh_correct("The answer is yes.", "yes"), bbh_correct("So the answer is no. The answer is yes.", "yes")
+    (True, False)
     """
     predicted = lm_eval_extract(rationale.rstrip())
+    if predicted is None:  # a direct answer (pt-direct), see _DIRECT_RE
+        found = _DIRECT_RE.findall(rationale.rstrip())
+        predicted = found[0].strip() if found else None
     if predicted is None:
         return False
     kind = KIND.get(task) or infer_kind(target)
