@@ -73,7 +73,7 @@ def best_at_equal_compute(csv_path: Path, reference: str = "trice") -> list[str]
 
     def cell(method):
         mean, half = mean_ci(by_method[method])
-        return f"{method} {mean:.3f}" + ("" if half != half else f" ± {half:.3f}") + f" ({len(by_method[method])} seeds)"
+        return f"{method} {mean:.3f}" + ("" if half != half else f" ± {half:.3f}") + f" ({len(by_method[method])} seed{'s' if len(by_method[method]) > 1 else ''})"
 
     line = f"Best at equal compute: **{cell(ranked[0])}**"
     if reference in by_method and ranked[0] != reference:
@@ -141,6 +141,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="docs/study")
     parser.add_argument("--title", default="Compute-fair study: results")
     parser.add_argument("--reference", default="trice", help="the method whose proposal accuracy is checked for a plateau")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="leave out runs without summary.json (a study in progress: their partial curves "
+                             "would cut every band of their method short)")
     args = parser.parse_args(argv)
     from trice.plots import learning_curves, training_curves
     from trice.run import RunDir
@@ -153,7 +156,8 @@ def main(argv=None) -> int:
     lines = [f"# {args.title}", "", f"Made by `{command}` from the `trice compare` directories below.", ""]
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         runs = {d.name: RunDir(d) for d in sorted(task_dir.iterdir())
-                if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()}
+                if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()
+                and (d / "summary.json").exists() >= args.finished_only}
         if not runs:
             continue
         tasks[task_dir.name] = runs
