@@ -72,8 +72,10 @@ def best_at_equal_compute(csv_path: Path, reference: str = "trice") -> list[str]
     ranked = sorted(by_method, key=lambda m: -statistics.fmean(by_method[m]))
 
     def cell(method):
-        mean, half = mean_ci(by_method[method])
-        return f"{method} {mean:.3f}" + ("" if half != half else f" ± {half:.3f}") + f" ({len(by_method[method])} seed{'s' if len(by_method[method]) > 1 else ''})"
+        values = by_method[method]
+        mean, half = mean_ci(values)
+        ci = "" if half != half else f" ± {half:.3f}"  # NaN with one seed
+        return f"{method} {mean:.3f}{ci} ({len(values)} seed{'s' if len(values) > 1 else ''})"
 
     line = f"Best at equal compute: **{cell(ranked[0])}**"
     if reference in by_method and ranked[0] != reference:

@@ -25,8 +25,8 @@ AUTO_WINDOW = 10  # steps of proposal accuracy in the running acceptance rate
 
 def auto_estimator(recent_acceptance: list[float], threshold: float | None = None) -> str:
     """trice-auto's estimator for the next step: "trice" (the paper's, control variate) when the mean
-    proposal accuracy of the last AUTO_WINDOW steps is at least ``threshold`` (AUTO_THRESHOLD), else "trice-nocv"; before
-    any step (no rate measured yet) "trice-nocv". Only past steps count: choosing by this step's own
+    proposal accuracy of the last AUTO_WINDOW steps is at least ``threshold`` (AUTO_THRESHOLD), else
+    "trice-nocv"; before any step (no rate measured yet) "trice-nocv". Only past steps count: choosing by this step's own
     proposals would make the choice depend on the sample the estimate is made from.
 
     >>> auto_estimator([]), auto_estimator([0.5] * 10), auto_estimator([0.0] * 5 + [0.8] * 10)
@@ -68,18 +68,20 @@ class TriceMethod(Method):
         proposal_correct = ctx.task.verdicts(proposals, examples)
         memory_correct, _ = self.memory.update(batch, proposals, proposal_correct)
         proposal_correct = torch.tensor(proposal_correct)
+        accuracy = float(proposal_correct.float().mean())
         estimator = auto_estimator(self.recent_acceptance) if self.estimator == "trice-auto" else self.estimator
-        self.recent_acceptance = (self.recent_acceptance + [float(proposal_correct.float().mean())])[-AUTO_WINDOW:]
+        self.recent_acceptance = (self.recent_acceptance + [accuracy])[-AUTO_WINDOW:]
         # Which of the 2M sequences (memory z'_m, then proposals z~_m) to score, and their weights.
         terms = estimator_terms(proposal_correct, memory_correct, estimator,
                                 ctx.config.subsample, ctx.resampler_rng)
         sequences = [self.memory.rationales[i] for i in batch] + proposals
         chosen = terms.indices.tolist()
         _, _, beta, mask = trice_weights(proposal_correct, memory_correct)
-        metrics = {"proposal_accuracy": float(proposal_correct.float().mean()),
+        metrics = {"proposal_accuracy": accuracy,
                    "memory_coverage": self.memory.coverage(),
                    "mean_beta": float(beta[mask].mean()) if mask.any() else 0.0,
-                   "num_valid": int(mask.sum()), "num_terms": len(chosen), "control_variate": estimator != "trice-nocv",
+                   "num_valid": int(mask.sum()), "num_terms": len(chosen),
+                   "control_variate": estimator != "trice-nocv",
                    **(tool_stats(proposals) if ctx.config.tools != "none" else {})}
         return Weighted([prompts[j % len(batch)] for j in chosen],
                         [sequences[j] + self.format.end for j in chosen], terms.coefs, metrics)

@@ -112,9 +112,10 @@ def bbh_correct(rationale: str, target: str, task: str | None = None) -> bool:
     >>> bbh_correct("The answer is yes.", "yes"), bbh_correct("So the answer is no. The answer is yes.", "yes")
     (True, False)
     """
-    predicted = lm_eval_extract(rationale.rstrip())
+    text = rationale.rstrip()
+    predicted = lm_eval_extract(text)
     if predicted is None:  # a direct answer (pt-direct), see _DIRECT_RE
-        found = _DIRECT_RE.findall(rationale.rstrip())
+        found = _DIRECT_RE.findall(text)
         predicted = found[0].strip() if found else None
     if predicted is None:
         return False
