@@ -184,8 +184,7 @@ class TrackioTracker:
 
     >>> from trice.trackers import TrackioTracker
     >>> tracker = TrackioTracker({"lr": 1e-3}, "demo")  # doctest: +ELLIPSIS
-    * Trackio project initialized: trice
-    ...
+    * ...
     >>> tracker.log({"step": 1, "loss": 0.5}, step=1)
     >>> tracker.close()  # doctest: +ELLIPSIS
     * Run finished...
