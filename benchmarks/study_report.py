@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         runs = {d.name: RunDir(d) for d in sorted(task_dir.iterdir())
                 if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()
-                and (d / "summary.json").exists() >= args.finished_only}
+                and (not args.finished_only or (d / "summary.json").exists())}
         if not runs:
             continue
         tasks[task_dir.name] = runs

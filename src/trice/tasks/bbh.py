@@ -51,7 +51,8 @@ _CHOICE_RE = re.compile(r"\(([A-Za-z])\)|([A-Z])")
 _FINAL_RE = re.compile(r"the answer is (.*)\.\s*$")
 # pt-direct's target is "The answer is y." (trice.prompts.direct_target), which lm-eval's case-sensitive CoT
 # regex never reads (its own direct BBH variant compares the raw generation instead): read it the same way,
-# but only when lm-eval's regex finds nothing, so every chain-of-thought verdict is lm-eval's.
+# but only when lm-eval's regex finds nothing: every answer lm-eval reads keeps lm-eval's verdict, and a
+# rationale that states only "The answer is y." (which lm-eval scores wrong) can now be right.
 _DIRECT_RE = re.compile(r"(?<=The answer is )(.*)(?=.)")
 
 
