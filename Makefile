@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/trice demo
 
-# The same demo with a calculator inside the rationales (README "Tool calls"): exemplars that call it, and the
+# The same demo with a calculator inside the rationales (docs/tools/README.md): exemplars that call it, and the
 # calculator's results inserted while sampling and evaluating.
 demo-tools: $(STAMP)
 	$(VENV)/bin/trice demo --tools calculator --out runs/demo-tools

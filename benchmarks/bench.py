@@ -7,8 +7,8 @@
 
 | figure | what | target |
 |---|---|---|
-| sampling_mfu | model FLOP/s of trice.sampler.sample / the matmul probe's FLOP/s | >= 0.5 |
-| scoring_mfu | model FLOP/s of trice.scorer.score + backward (LoRA) / the probe's FLOP/s | >= 0.7 |
+| sampling_mfu | model FLOP/s of trice.generation.sampler.sample / the matmul probe's FLOP/s | >= 0.5 |
+| scoring_mfu | model FLOP/s of trice.modeling.scoring.score + backward (LoRA) / the probe's FLOP/s | >= 0.7 |
 | sampler_vs_generate | our sampler's tokens/s / plain batched model.generate's tokens/s | (> 1) |
 | step_vs_trl_grpo | wall time of one TRICE step / one TRL GRPOTrainer step | <= 0.5 |
 | time_to_accuracy_vs_star | TRICE's time to reach STaR's final accuracy / STaR's time | <= 0.5 |
@@ -48,8 +48,8 @@ def profile(b: Bench, out_dir: Path):
     from torch.profiler import ProfilerActivity, profile as tprofile
 
     from trice.prompts import END_OF_RATIONALE
-    from trice.sampler import sample
-    from trice.scorer import score
+    from trice.generation.sampler import sample
+    from trice.modeling.scoring import score
 
     policy = b.lora_policy()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,10 +83,10 @@ def profile(b: Bench, out_dir: Path):
               for k, v in shapes.items()]
     (out_dir / "probes.txt").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
-    from trice.prompts import rationale_prompt
-    from trice.sampler import DEFAULT_BATCH_SIZE
+    from trice.prompts import PLAIN
+    from trice.generation.sampler import DEFAULT_BATCH_SIZE
 
-    prompts = [rationale_prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
+    prompts = [PLAIN.prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
     with no_stop_tokens():
         sample(policy, prompts[:8], max_new_tokens=8, temperature=1.0, stop=(), batch_size=8)  # warm
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:

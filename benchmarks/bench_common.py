@@ -46,7 +46,7 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------------------------- setup
 def exemplars():
     """runs/demo/exemplars.jsonl if a demo ran, else three hand-made correct ones in the same format."""
-    from trice.initialise import load_exemplars
+    from trice.methods.initialisation import load_exemplars
     from trice.tasks import Example
 
     path = ROOT / "runs" / "demo" / "exemplars.jsonl"
@@ -59,7 +59,7 @@ def exemplars_file(tmp: Path) -> str:
     exs, source = exemplars()
     if source != "hand-made":
         return source
-    from trice.initialise import save_exemplars
+    from trice.methods.initialisation import save_exemplars
 
     path = tmp / "exemplars.jsonl"
     save_exemplars(exs, path)
@@ -90,14 +90,14 @@ def lora_params(policy) -> int:
 def no_stop_tokens():
     """Force the sampler to run every row to max_new_tokens (EOS/special tokens do not stop it), as
     min_new_tokens does for generate: both sides then produce exactly the same number of tokens."""
-    import trice.sampler as sampler
+    import trice.generation.sampler as sampler
 
-    original = sampler._stop_ids
-    sampler._stop_ids = lambda policy: set()
+    original = sampler.stop_token_ids
+    sampler.stop_token_ids = lambda tokenizer, model=None: set()
     try:
         yield
     finally:
-        sampler._stop_ids = original
+        sampler.stop_token_ids = original
 
 
 def timed(fn, reps: int, warmup: int = 1):
@@ -178,16 +178,16 @@ class Bench:
         self._probe = None
         self.task = get_demo_task()
         self.exemplars, self.exemplar_source = exemplars()
-        from trice.prompts import exemplar_prefix, rationale_prompt
+        from trice.prompts import PLAIN
 
-        self.prefix = exemplar_prefix(self.exemplars)
-        self.prompts = [rationale_prompt(e.question) for e in self.task.test[:16]]
+        self.prefix = PLAIN.prefix(self.exemplars)
+        self.prompts = [PLAIN.prompt(e.question) for e in self.task.test[:16]]
         self.results["setup"] = {"exemplars": self.exemplar_source, "prompts": len(self.prompts),
                                  "task": TASK, "task_options": TASK_OPTIONS}
         self.sampled_texts = None  # the sampling figure's continuations, scored by the scoring figure
 
     def fresh_model(self):
-        from trice.model import load_model
+        from trice.modeling import load_model
 
         t0 = time.perf_counter()
         model, tok = load_model()
@@ -205,7 +205,7 @@ class Bench:
     def lora_policy(self):
         """One LoRA r=8 all-linear policy (as training uses), shared by the sampling and scoring figures."""
         if self._model is None:
-            from trice.model import Policy
+            from trice.modeling import Policy
 
             model, tok = self.fresh_model()
             self.shape = model_shape(model)

@@ -49,10 +49,10 @@ def peak_rss_during(fn, interval: float = 0.002) -> int:
 
 # ------------------------------------------------------------------------------------------ the figures
 def fig_sampling(b: Bench):
-    """sampling_mfu: trice.sampler.sample, LoRA policy, 64 prompts in the engine's default 64 decode rows, 64
+    """sampling_mfu: trice.generation.sampler.sample, LoRA policy, 64 prompts in the engine's default 64 decode rows, 64
     forced new tokens at temperature 1 (also measured at 16 rows, the figure's setting before the slot engine)."""
-    from trice.prompts import rationale_prompt
-    from trice.sampler import DEFAULT_BATCH_SIZE, sample
+    from trice.prompts import PLAIN
+    from trice.generation.sampler import DEFAULT_BATCH_SIZE, sample
 
     policy = b.lora_policy()
     peak = b.probe(b.shape)
@@ -61,7 +61,7 @@ def fig_sampling(b: Bench):
     gen = torch.Generator().manual_seed(0)
     results = {}
     for rows in (DEFAULT_BATCH_SIZE, 16):
-        prompts = [rationale_prompt(e.question) for e in b.task.test[:rows]]
+        prompts = [PLAIN.prompt(e.question) for e in b.task.test[:rows]]
         prompt_lens = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
 
         def run():
@@ -99,11 +99,11 @@ def scoring_memory(b: Bench, prompts, conts) -> dict:
 
 
 def fig_scoring(b: Bench):
-    """scoring_mfu: trice.scorer.score + backward of -sum(coefs * logp), LoRA, the 16 prompts with 64-token
+    """scoring_mfu: trice.modeling.scoring.score + backward of -sum(coefs * logp), LoRA, the 16 prompts with 64-token
     continuations (the sampling figure's, or sampled here)."""
-    from trice.prompts import END_OF_RATIONALE, rationale_prompt
-    from trice.sampler import sample
-    from trice.scorer import score
+    from trice.prompts import END_OF_RATIONALE, PLAIN
+    from trice.generation.sampler import sample
+    from trice.modeling.scoring import score
 
     policy = b.lora_policy()
     peak = b.probe(b.shape)
@@ -136,7 +136,7 @@ def fig_scoring(b: Bench):
     # Peak memory of one score + backward, chunked LM head vs whole logits, each in a fresh process
     # (benchmarks/scoring_memory.py), for these 16 rows and for 64 (the logits grow with the rows).
     memory = scoring_memory(b, b.prompts, conts)
-    wide = [rationale_prompt(e.question) for e in b.task.test[:64]]
+    wide = [PLAIN.prompt(e.question) for e in b.task.test[:64]]
     memory_64 = scoring_memory(b, wide, (conts * 4)[:64])
     log(f"  peak memory above rest, 16 rows: chunked {memory['chunked'] / 2 ** 20:.0f} MiB, whole logits "
         f"{memory['whole'] / 2 ** 20:.0f} MiB; 64 rows: {memory_64['chunked'] / 2 ** 20:.0f} vs "
@@ -160,9 +160,9 @@ def fig_scoring(b: Bench):
 def fig_generate(b: Bench):
     """sampler_vs_generate: the plain model (no adapter) both ways; 64 prompts (the sampler's default decode
     batch, and one batch for generate), 64 forced tokens, temperature 1."""
-    from trice.model import Policy
-    from trice.prompts import rationale_prompt
-    from trice.sampler import DEFAULT_BATCH_SIZE, sample
+    from trice.modeling import Policy
+    from trice.prompts import PLAIN
+    from trice.generation.sampler import DEFAULT_BATCH_SIZE, sample
 
     model, tok = b.fresh_model()
     shape = model_shape(model)
@@ -170,7 +170,7 @@ def fig_generate(b: Bench):
     ids = torch.tensor(tok(b.prefix, add_special_tokens=False).input_ids, dtype=torch.long)
     policy = Policy(model, model, tok, "full", b.prefix, ids)  # plain model, hard prefix, nothing trainable
     gen = torch.Generator().manual_seed(0)
-    prompts = [rationale_prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
+    prompts = [PLAIN.prompt(e.question) for e in b.task.test[:DEFAULT_BATCH_SIZE]]
 
     def ours():
         with no_stop_tokens():
@@ -215,9 +215,9 @@ def trice_step_times(b: Bench) -> dict:
     L=16 terms + backward + Adam step; LoRA r=8 all-linear; n_train=32 (memory from the guide at set-up)."""
     from trice.config import TrainConfig
     from trice.methods import Context, make_method
-    from trice.model import Policy
-    from trice.sampler import TorchSampler
-    from trice.scorer import score
+    from trice.modeling import Policy
+    from trice.generation.sampler import TorchSampler
+    from trice.modeling.scoring import score
 
     model, tok = b.fresh_model()
     train_set = b.task.train[:32]
@@ -346,7 +346,7 @@ def fig_tta(b: Bench):
         import shutil
 
         from trice.config import TrainConfig
-        from trice.trainer import train
+        from trice.training.loop import train
 
         out = Path(b.args.tta_dir)
         out.mkdir(parents=True, exist_ok=True)

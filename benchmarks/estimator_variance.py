@@ -11,8 +11,8 @@ gradient ``--draws`` times, i.i.d. given the state:
   * within a draw the three estimators share the minibatch AND the proposals (one sampling, cached):
     the comparison is paired. The subsample of ``trice`` gets its own seeded generator per draw;
   * each gradient comes from the methods' own code, ``make_method(name).step(ctx, batch)`` followed
-    by ``trice.scorer.weighted_backward``: what is measured is what training uses;
-  * the compute of a draw, for an estimator, is token-passes (trice.budget): the tokens sampled for the
+    by ``trice.modeling.scoring.weighted_backward``: what is measured is what training uses;
+  * the compute of a draw, for an estimator, is token-passes (trice.training.budget): the tokens sampled for the
     proposals (shared, each estimator needs them for its MH step) + 3 x the tokens that estimator scored.
 
 Reported per point and estimator (from the D x D Gram matrix of the draws, so bootstrap resamples of
@@ -31,7 +31,6 @@ complete, smaller comparison.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import random
@@ -86,7 +85,7 @@ def paired_draw(policy, ctx, methods: dict, memory_state: dict, batch: list[int]
     sampler_generator.manual_seed(sampler_seed)
     cached = _CachedContext(ctx)
     out = {"grads": {}, "scored_tokens": {}, "metrics": {}}
-    from trice.scorer import weighted_backward
+    from trice.modeling.scoring import weighted_backward
 
     for name, method in methods.items():
         method.load_state_dict(memory_state)  # the memory as it was at the fixed point
@@ -257,7 +256,7 @@ def markdown(results: dict) -> str:
 # --- the states: a short demo TRICE run, captured at step 0 and at its end ----------------------------
 
 def demo_config(args):
-    from trice.cli import DEMO
+    from trice.cli.train import DEMO
     from trice.config import TrainConfig
 
     cfg = dict(DEMO)
@@ -269,15 +268,15 @@ def demo_config(args):
 def run_and_capture(args):
     """Train (or resume ``--run-dir``) with the trainer's own code; return the TrainingState, the train
     set and the step-0 state {"params", "method"}."""
-    import trice.trainer as trainer
+    import trice.training.loop as trainer
 
     captured = {}
     original_build, original_step = trainer._build, trainer._step
 
     def build(*a, **k):
-        t, train_set, test_set = original_build(*a, **k)
-        captured["t"], captured["train_set"], captured["task"] = t, train_set, a[3]
-        return t, train_set, test_set
+        t, setup = original_build(*a, **k)
+        captured["t"], captured["train_set"], captured["task"] = t, setup.train_set, a[3]
+        return t, setup
 
     def step(t, ctx, step_no, *a, **k):
         if "early" not in captured and t.loop.step == 0:

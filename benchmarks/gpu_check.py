@@ -122,7 +122,7 @@ def coin_task():
 
 def train_steps(model_fn, params: str, steps: int, out: Path, device: str) -> dict:
     from trice import TrainConfig, train
-    from trice.initialise import save_exemplars
+    from trice.methods.initialisation import save_exemplars
     from trice.tasks import Example
 
     model, tok = model_fn()
@@ -151,14 +151,14 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-dir", default=None,
                         help="write torch.profiler tables of one sampling call and one scoring pass here")
     args = parser.parse_args(argv)
-    from trice.model import Policy
-    from trice.prompts import END_OF_RATIONALE, exemplar_prefix, rationale_prompt
-    from trice.sampler import sample
-    from trice.scorer import weighted_backward
+    from trice.modeling import Policy
+    from trice.prompts import END_OF_RATIONALE, PLAIN
+    from trice.generation.sampler import sample
+    from trice.modeling.scoring import weighted_backward
     from trice.tasks import Example
 
     device = args.device
-    from trice.model import resolve_dtype
+    from trice.modeling import resolve_dtype
 
     report = {"device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
               "auto_dtype": str(resolve_dtype("auto", device)),
@@ -179,8 +179,8 @@ def main(argv=None) -> int:
     # 2. sampler vs generate, same prompts and lengths
     model, tok = build(args.tiny, device)
     exemplars = [Example(q, a, rationale=r) for q, r, a in HAND_EXEMPLARS]
-    prefix = exemplar_prefix(exemplars)
-    prompts = [rationale_prompt(f"State the final answer to the following arithmetic problem: {i % 9} + {i % 7} =")
+    prefix = PLAIN.prefix(exemplars)
+    prompts = [PLAIN.prompt(f"State the final answer to the following arithmetic problem: {i % 9} + {i % 7} =")
                for i in range(args.rows)]
     policy = Policy.create(model, tok, "lora", prefix_text=prefix)
     n = args.new_tokens

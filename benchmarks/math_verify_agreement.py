@@ -13,6 +13,7 @@ model outputs. Not a timing benchmark. Prints markdown (docs/math-verify.md hold
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -23,7 +24,8 @@ from trice.tasks.base import extract_answer
 from trice.tasks.gsm8k import GSM8KTask, answer_matches, normalize_number, parse_gold
 from trice.tasks.math_answer import math_answer_text, math_equal
 
-DATA = Path("/work/shared/data/gsm8k")
+# GSM8K's training split, read where TRICE_DATA_DIR points (else ../shared/data beside the repository)
+DATA = Path(os.environ.get("TRICE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data") / "gsm8k"
 _NUM_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -57,16 +59,16 @@ def sample_answers(task: GSM8KTask, questions: int, cache: Path | None) -> list[
         return json.loads(cache.read_text())[:questions]
     import torch
 
-    from trice.model import Policy, load_model
-    from trice.prompts import exemplar_prefix, rationale_prompt
-    from trice.sampler import sample
+    from trice.modeling import Policy, load_model
+    from trice.prompts import PLAIN
+    from trice.generation.sampler import sample
 
     torch.set_num_threads(1)  # a shared machine
     model, tokenizer = load_model("smollm2-135m", dtype="float32")
-    policy = Policy.untuned(model, tokenizer).with_prefix(exemplar_prefix(task.train[:3]))
+    policy = Policy.untuned(model, tokenizer).with_prefix(PLAIN.prefix(task.train[:3]))
     examples = task.train[3:3 + questions]
     start = time.time()
-    outs = sample(policy, [rationale_prompt(ex.question) for ex in examples], max_new_tokens=128,
+    outs = sample(policy, [PLAIN.prompt(ex.question) for ex in examples], max_new_tokens=128,
                   temperature=1.0, generator=torch.Generator().manual_seed(0))
     print(f"sampled {len(outs)} in {time.time() - start:.0f} s", file=sys.stderr)
     rows = [{"id": i + 4, "gold": ex.answer, "text": out.text}  # id: the line of train.jsonl

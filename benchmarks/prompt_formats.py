@@ -14,7 +14,6 @@ Not a timing benchmark.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -39,11 +38,11 @@ def main(argv=None) -> int:
     default_data = Path(__file__).resolve().parents[2] / "shared" / "data"
     if "TRICE_DATA_DIR" not in os.environ and default_data.is_dir():
         os.environ["TRICE_DATA_DIR"] = str(default_data)
-    from trice.evaluate import greedy_accuracy, standard_error
-    from trice.model import Policy, load_model
+    from trice.evaluation.accuracy import greedy_accuracy
+    from trice.evaluation.statistics import paired_counts, standard_error
+    from trice.modeling import Policy, load_model
     from trice.prompts import PLAIN, chat_format
     from trice.tasks import Example, get_task
-    from trice.training_utils import paired_z
 
     model, tok = load_model("smollm2-135m", "float32", "cpu")
     formats = [PLAIN, chat_format(tok)]
@@ -63,7 +62,7 @@ def main(argv=None) -> int:
         plain, chat = verdicts["plain"], verdicts["chat"]
         diff = (sum(chat) - sum(plain)) / len(test)
         rows.append((name, len(test), len(exemplars), sum(plain) / len(test), sum(chat) / len(test), diff,
-                     paired_z(plain, chat)))
+                     paired_counts(plain, chat)))
     lines = ["# Prompt formats on the packaged SmolLM2-135M-Instruct: plain text or the chat template", "",
              "Untuned few-shot greedy accuracy, the same questions and exemplars in both formats "
              "(`python benchmarks/prompt_formats.py`, CPU, float32). The exemplars are earlier turns in chat "

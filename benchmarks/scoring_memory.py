@@ -25,9 +25,9 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    import trice.scorer as scorer
+    import trice.modeling.scoring as scorer
     from bench_figures import peak_rss_during
-    from trice.model import Policy, load_model
+    from trice.modeling import Policy, load_model
 
     data = json.loads(Path(args.rows).read_text())
     model, tok = load_model()

@@ -104,11 +104,11 @@ def measure(name: str, stage: str, threads: int, dtype: str, n_eval: int | None,
 
 
 def estimate(names: list[str], batch: int = 16, subsample: int = 16, steps: int = 30, factor: int = 4) -> str:
-    """Token-passes (trice.budget) of a ``steps``-step TRICE run, estimated from the prompts' lengths and an
+    """Token-passes (trice.training.budget) of a ``steps``-step TRICE run, estimated from the prompts' lengths and an
     upper bound on the rationales' (every sampled rationale runs to max_new_tokens): memory set-up
     n_train x T sampled, then per step M x T sampled + 3 x L x (question + T) scored (the shared
     exemplar prefix is not counted). The provisional compute_budget is ``factor`` times that."""
-    from trice.model import load_model
+    from trice.modeling import load_model
     from trice.prompts import PLAIN
     from trice.tasks import task_from_config
     from trice import TrainConfig

@@ -61,7 +61,7 @@ def best_at_equal_compute(csv_path: Path, reference: str = "trice") -> list[str]
     """The method with the highest mean final held-out greedy accuracy over its seeds (compare's
     results.csv), with its 95% CI, and where the reference stands; the paired table above says whether
     the gap is significant."""
-    from trice.compare import mean_ci
+    from trice.evaluation.statistics import mean_ci
 
     by_method: dict[str, list[float]] = {}
     with open(csv_path, encoding="utf-8") as f:
@@ -147,8 +147,8 @@ def main(argv=None) -> int:
                         help="leave out runs without summary.json (a study in progress: their partial curves "
                              "would cut every band of their method short)")
     args = parser.parse_args(argv)
-    from trice.plots import learning_curves, training_curves
-    from trice.run import RunDir
+    from trice.experiments.plots import learning_curves, training_curves
+    from trice.artifacts.run_dir import RunDir
 
     root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

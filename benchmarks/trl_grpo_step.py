@@ -39,14 +39,14 @@ def main() -> int:
     from trl import GRPOConfig, GRPOTrainer
 
     from bench_common import exemplars, get_demo_task
-    from trice.model import load_model
-    from trice.prompts import exemplar_prefix, rationale_prompt
+    from trice.modeling import load_model
+    from trice.prompts import PLAIN
 
     task = get_demo_task()
     exs, _ = exemplars()
-    prefix = exemplar_prefix(exs)
+    prefix = PLAIN.prefix(exs)
     train = task.train[:8]
-    data = Dataset.from_list([{"prompt": prefix + rationale_prompt(e.question), "idx": i} for i, e in enumerate(train)])
+    data = Dataset.from_list([{"prompt": prefix + PLAIN.prompt(e.question), "idx": i} for i, e in enumerate(train)])
 
     model, tok = load_model()
     # Stop a completion where trice's sampler stops it (its STOP strings: the blank line that ends a

@@ -6,7 +6,7 @@ import pytest
 
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
-from trice.budget import PASSES_PER_SCORED_TOKEN, token_passes
+from trice.training.budget import PASSES_PER_SCORED_TOKEN, token_passes
 
 
 def run(tmp_path, name, **overrides):
@@ -41,7 +41,7 @@ def test_every_method_stops_at_the_same_compute_budget(tmp_path, method):
 
 
 def test_tokens_scored_count_prompt_and_continuation_tokens(tmp_path, monkeypatch):
-    from trice import scorer
+    from trice.modeling import scoring as scorer
 
     seen = []
     real = scorer.score

@@ -1,13 +1,8 @@
 """`trice train` end to end on a tiny local model for each task family (issue 4, must-show 3)."""
 
 import json
-from pathlib import Path
-
-import pytest
-
+from tiny import needs_real_data, real_data
 from trice.cli import main
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run_cli(tmp_path, local_model, *args):
@@ -22,9 +17,9 @@ def run_cli(tmp_path, local_model, *args):
     return summary
 
 
-@pytest.mark.skipif(not (SHARED / "bbh").is_dir(), reason="shared BBH data not found")
+@needs_real_data("bbh/object_counting.json")
 def test_bbh_object_counting(tmp_path, local_model):
-    summary = run_cli(tmp_path, local_model, "--task", "bbh/object_counting", "--data-dir", str(SHARED / "bbh"))
+    summary = run_cli(tmp_path, local_model, "--task", "bbh/object_counting", "--data-dir", str(real_data("bbh")))
     assert summary["task"] == "bbh/object_counting"
     # the task's own 3-shot CoT prompt became the exemplars
     assert len((tmp_path / "run" / "exemplars.jsonl").read_text().splitlines()) == 3

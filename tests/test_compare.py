@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trice.cli import main
-from trice.compare import mean_ci
+from trice.evaluation.statistics import mean_ci
 
 HERE = Path(__file__).parent
 
@@ -85,7 +85,8 @@ def test_compare_reuses_finished_runs_and_refuses_a_different_config(tmp_path, l
 def test_paired_differences_pair_seeds_and_pool_questions():
     """trice against rs: per-seed accuracy differences +0.25 and +0.5 (mean +0.375, CI from t with 1 df);
     discordant questions pooled over both seeds: trice alone right on 3, rs alone right on 0."""
-    from trice.compare import mean_ci, paired_differences
+    from trice.experiments.compare import paired_differences
+    from trice.evaluation.statistics import mean_ci
 
     rows = [{"method": "trice", "seed": 0, "greedy_accuracy": 0.75}, {"method": "rs", "seed": 0, "greedy_accuracy": 0.5},
             {"method": "trice", "seed": 1, "greedy_accuracy": 0.75}, {"method": "rs", "seed": 1, "greedy_accuracy": 0.25}]
@@ -137,7 +138,7 @@ def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
     """``METHOD+TOOL`` runs the method with that tool in its own directory; --reference picks the method
     the paired table compares with; an unknown method or tool is one clear error."""
     from trice import TrainConfig
-    from trice.compare import compare, method_config
+    from trice.experiments.compare import compare, method_config
     from trice.errors import TriceError
 
     seen = []
@@ -155,14 +156,14 @@ def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
         (Path(config.out) / "metrics.jsonl").write_text("")
         return summary
 
-    import trice.plots
-    real_plots = trice.plots.comparison_plots
-    trice.plots.comparison_plots = lambda runs, out: None
+    import trice.experiments.plots
+    real_plots = trice.experiments.plots.comparison_plots
+    trice.experiments.plots.comparison_plots = lambda runs, out: None
     try:
         rows = compare(TrainConfig(task="gym/chain_sum"), ["trice", "trice+calculator"], [0], tmp_path,
                        train_fn=train, reference="trice+calculator")
     finally:
-        trice.plots.comparison_plots = real_plots
+        trice.experiments.plots.comparison_plots = real_plots
     assert seen == [("trice", "none", "trice-seed0"), ("trice", "calculator", "trice+calculator-seed0")]
     assert [r["method"] for r in rows] == ["trice", "trice+calculator"]
     table = (tmp_path / "results.md").read_text()
@@ -182,7 +183,7 @@ def test_learning_curve_bands_stay_inside_zero_and_one():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from trice.plots import _bands
+    from trice.experiments.plots import _bands
 
     runs = {f"m-seed{s}": [(0, y0), (100, y1)] for s, (y0, y1) in enumerate([(0.0, 1.0), (0.1, 0.7), (0.0, 1.0)])}
     fig, ax = plt.subplots()

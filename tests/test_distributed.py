@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trice.distributed import World
-from trice.randomness import inverse_cdf, uniforms
-from trice.sampler import sample
+from trice.runtime.distributed import World
+from trice.generation.draw import inverse_cdf, uniforms
+from trice.generation.sampler import sample
 
 HERE = Path(__file__).parent
 
@@ -44,7 +44,7 @@ def test_inverse_cdf_draws_with_the_right_frequencies_and_never_a_zero():
 def test_a_rows_sample_does_not_depend_on_its_batch(tiny_lm):
     """The property data parallelism rests on: row i of a call is the same whatever rows share its
     batch or which rank samples it."""
-    from trice.model import Policy
+    from trice.modeling import Policy
 
     model, tok = tiny_lm
     policy = Policy.create(model, tok, "prompt", prefix_text="Q: ")

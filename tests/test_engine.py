@@ -1,4 +1,4 @@
-"""The slot engine (trice.engine) against the plain path, and LoRA merged while sampling.
+"""The slot engine (trice.generation.slot_engine) against the plain path, and LoRA merged while sampling.
 
 - same greedy outputs and the same tempered samples as the plain DynamicCache path (both use the
   per-row counter-based randomness, so equal logits give equal draws);
@@ -10,11 +10,11 @@
 import pytest
 import torch
 
-import trice.engine as engine
+import trice.generation.slot_engine as engine
 from tiny import make_tiny_lm
-from trice.lora_merge import MergedLora
-from trice.model import Policy
-from trice.sampler import TorchSampler, auto_engine, sample
+from trice.modeling.merged_lora import MergedLora
+from trice.modeling import Policy
+from trice.generation.sampler import TorchSampler, auto_engine, sample
 
 PREFIX = "Question: 1 + 1 =\nAnswer: Let's think step by step.\n1 + 1 = 2. So the answer is 2.\n\n"
 PROMPTS = ["Question: 2 + 3 =\nAnswer: Let's think step by step.\n", "Question: 7 =\nAnswer:", "x",
@@ -71,7 +71,7 @@ def test_a_rows_sample_does_not_depend_on_batch_refill_or_packing(monkeypatch):
         assert draw(policy, batch_size=batch_size) == reference
     assert packs and shrinks  # the cache was packed and the batch shrunk along the way
     # a row alone, under its row id, as another process would sample it
-    from trice.sampler import _sample_rows
+    from trice.generation.sampler import _sample_rows
 
     key = int(torch.randint(0, 2 ** 62, (1,), generator=torch.Generator().manual_seed(0)))
     alone = _sample_rows(policy, [PROMPTS[3], PROMPTS[10]], [3, 10], key, 30, 1.0, (), 2, "slots", None)

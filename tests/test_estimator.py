@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trice.estimator import (cv_coefficients, estimator_terms, merge_duplicates,
+from trice.estimators.trice import (cv_coefficients, estimator_terms, merge_duplicates,
                              subsample_terms, systematic_resample, trice_weights)
 
 T, F = True, False

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trice.enumerable import EnumerableModel, gradient_draws, with_acceptance_rate
-from trice.estimator import estimator_terms, trice_weights
+from trice.estimators.trice import estimator_terms, trice_weights
 
 Z_MAX = 4.5
 

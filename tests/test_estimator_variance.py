@@ -9,8 +9,8 @@ import torch
 from tiny import coin_task, make_tiny_lm
 from trice.config import TrainConfig
 from trice.methods import Context, make_method
-from trice.model import Policy
-from trice.sampler import TorchSampler
+from trice.modeling import Policy
+from trice.generation.sampler import TorchSampler
 
 _SPEC = importlib.util.spec_from_file_location(
     "estimator_variance", Path(__file__).resolve().parents[1] / "benchmarks" / "estimator_variance.py")

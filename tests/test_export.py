@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 from tiny import coin_task, save_tiny_lm
 from trice import TrainConfig, TriceError, train
 from trice.cli import main
-from trice.evaluate import greedy_accuracy
+from trice.evaluation.accuracy import greedy_accuracy
 from trice.export import EXPORT_JSON, PREFIX_FILE, USAGE_FILE, export
 from trice.methods import make_method
-from trice.model import Policy, load_model
+from trice.modeling import Policy, load_model
 from trice.prompts import resolve_format
-from trice.run import RunDir
+from trice.artifacts.run_dir import RunDir
 
 N_EVAL = 20
 

@@ -1,9 +1,9 @@
 """The fast paths change no result: the KV-cached, shared-prefix, batched sampler and scorer against
 the plain transformers path on tiny in-memory models.
 
-- ``trice.sampler.sample`` at temperature 0 gives, token for token, what ``model.generate(do_sample=False)``
+- ``trice.generation.sampler.sample`` at temperature 0 gives, token for token, what ``model.generate(do_sample=False)``
   gives on the same (prefix + prompt) text, one prompt at a time (no padding, no shared prefix cache);
-- ``trice.scorer.score`` equals the log-prob sum of one plain full-sequence forward per example (no
+- ``trice.modeling.scoring.score`` equals the log-prob sum of one plain full-sequence forward per example (no
   cache, no ``logits_to_keep``, no padding) within 16 float32 ulps of the values, and so do its gradients (relative error <= 1e-5),
   in the prompt, lora and full modes.
 
@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from tiny import make_tiny_lm
-from trice.model import Policy
-from trice.sampler import _stop_ids, sample
-from trice.scorer import score
+from trice.modeling import Policy
+from trice.generation.sampler import sample
+from trice.generation.stops import stop_token_ids
+from trice.modeling.scoring import score
 
 PREFIX = "Question: 1 + 1 =\nAnswer: Let's think step by step.\n1 + 1 = 2. So the answer is 2.\n\n"
 PROMPTS = ["Question: 2 + 3 =\nAnswer: Let's think step by step.\n", "Question: 7 =\nAnswer:", "x",
@@ -45,7 +46,7 @@ def generate_reference(policy, text, max_new_tokens):
                                     max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                                     eos_token_id=tok.eos_token_id)
     new = out[0, ids.shape[1]:].tolist()
-    stops = _stop_ids(policy)
+    stops = stop_token_ids(policy.tokenizer, policy.base_model)
     for i, t in enumerate(new):
         if t in stops:
             return new[:i + 1]
@@ -57,7 +58,7 @@ def test_greedy_sampler_equals_generate(params):
     policy = make_policy(params)
     n = 40
     got = sample(policy, PROMPTS, temperature=0, max_new_tokens=n, stop=(), batch_size=3)
-    stops = _stop_ids(policy)
+    stops = stop_token_ids(policy.tokenizer, policy.base_model)
     for prompt, s in zip(PROMPTS, got):
         want = generate_reference(policy, policy.prefix_text + prompt, n)
         assert s.num_tokens == len(want)
@@ -118,7 +119,7 @@ def test_scorer_equals_plain_forward(params):
 def test_chunked_logprobs_equal_the_whole_softmax_with_gradients():
     """The LM head run over chunks (recomputed in the backward pass) gives the log-probs and the
     gradients (w.r.t. the hidden states and the head's weight) of one whole log-softmax."""
-    from trice.scorer import chunked_logprobs
+    from trice.modeling.scoring import chunked_logprobs
 
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=False)

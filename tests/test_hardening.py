@@ -60,7 +60,7 @@ class Coin(Task):
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-    from trice import scorer
+    from trice.modeling import scoring as scorer
 
     real_score = scorer.score
     calls = []

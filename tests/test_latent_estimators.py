@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from test_estimator_statistics import Z_MAX, z_scores
-from trice.enumerable_soft import SoftModel, soft_gradient_draws
-from trice.estimator import trice_weights
-from trice.latent_estimators import (jepo_coefficients, latro_coefficients, soft_acceptance, soft_mh_step,
+from trice.enumerable.soft import SoftModel, soft_gradient_draws
+from trice.estimators.trice import trice_weights
+from trice.estimators.likelihood import (jepo_coefficients, latro_coefficients, soft_acceptance, soft_mh_step,
                                      soft_weights)
 
 

@@ -1,15 +1,14 @@
 """trice-soft, jepo and latro as methods on a tiny model: the answer likelihood, the soft MH step on the
 memory, and the weighted sequences they emit."""
 
-import pytest
 import torch
 
 from tiny import coin_task, make_tiny_lm
-from trice.answer_likelihood import answer_logliks, answer_row, reasoning
-from trice.latent_estimators import soft_weights
-from trice.model import Policy
+from trice.modeling.answer_likelihood import answer_logliks, answer_row, reasoning
+from trice.estimators.likelihood import soft_weights
+from trice.modeling import Policy
 from trice.prompts import PLAIN
-from trice.scorer import score
+from trice.modeling.scoring import score
 from trice.tools import mark
 
 
@@ -42,25 +41,24 @@ def test_trice_soft_accepts_by_the_likelihood_ratio_and_trains_the_answer_of_val
     every valid memory entry gets one answer row with coefficient 1/Mv."""
     from trice import TrainConfig
     from trice.methods import Context, make_method
-    from trice.methods import latent
 
     model, tok = make_tiny_lm(0)
     task = coin_task(4, 2)
     policy = Policy.create(model, tok, "lora", prefix_text="")
     method = make_method("trice-soft", task.exemplars)
-    from trice.memory import Memory
+    from trice.methods.memory import Memory
 
     method.memory = Memory(4)
     method.memory.initialize(range(4), ["m0", "m1", "m2", "m3"], [True, True, False, False])
     memory_ll = torch.tensor([-1.0, -1.0, -2.0, float("-inf")], dtype=torch.float64)
     proposal_ll = torch.tensor([-0.5, float("-inf"), -1.0, -3.0], dtype=torch.float64)
-    monkeypatch.setattr(latent, "answer_logliks", lambda *a, **k: (torch.cat([memory_ll, proposal_ll]), 7))
+    monkeypatch.setattr("trice.methods.experimental.likelihood.answer_logliks", lambda *a, **k: (torch.cat([memory_ll, proposal_ll]), 7))
 
     class Sampler:
         tokens = 0
 
         def sample(self, prompts, **kw):
-            from trice.sampler import Sample
+            from trice.generation.sampler import Sample
             return [Sample(f"p{i}", 2, True) for i in range(len(prompts))]
 
     config = TrainConfig(batch_size=4, subsample=64)

@@ -8,7 +8,7 @@ import torch
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.methods import METHODS
-from trice.methods.sampling import KSampleMethod
+from trice.methods.k_samples import KSampleMethod
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -19,7 +19,7 @@ def test_each_method_changes_trainable_and_only_trainable_parameters(tmp_path, m
     config = TrainConfig(method=method, params=params, steps=4, batch_size=4, subsample=4, k=2,
                          star_inner_steps=2, max_new_tokens=6, n_eval=2, lr=0.05, threads=1,
                          out=str(tmp_path / "run"))
-    from trice import trainer
+    from trice.training import loop as trainer
 
     captured = {}
     original = trainer.Policy.create
@@ -113,7 +113,7 @@ def test_trice_auto_switches_estimator_by_running_acceptance(tmp_path, monkeypat
     assert [s["control_variate"] for s in steps] == expected
     # the basic estimator scores the M memory terms; the paper's the L = 3 subsampled ones
     assert [s["num_terms"] <= (3 if cv else 4) for s, cv in zip(steps, expected)] == [True] * 4
-    from trice.memory import Memory
+    from trice.methods.memory import Memory
 
     method = trice_method.TriceMethod("trice-auto")
     method.load_state_dict({"memory": Memory(1).state_dict(), "recent_acceptance": [0.5, 1.0]})

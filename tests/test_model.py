@@ -8,8 +8,8 @@ from peft import PeftModel
 
 from tiny import make_tiny_lm
 from trice.errors import TriceError
-from trice.model import DEFAULT_MODEL, Policy, find_packaged_gguf, load_model
-from trice.scorer import score
+from trice.modeling import DEFAULT_MODEL, Policy, find_packaged_gguf, load_model
+from trice.modeling.scoring import score
 
 PREFIX = "Think step by step."
 PROMPTS = ["Q: 2+3?\nA:", "hi there", "x"]
@@ -132,7 +132,7 @@ def test_load_model_from_directory(tmp_path):
 
 
 def test_auto_dtype_is_bfloat16_on_a_gpu_that_supports_it(monkeypatch):
-    from trice.model import resolve_dtype
+    from trice.modeling import resolve_dtype
 
     assert resolve_dtype("auto", "cpu") == resolve_dtype("auto", None) == torch.float32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -173,7 +173,7 @@ def test_packaged_model_samples_text(tmp_path):
 
 
 def _check_packaged_model(tmp_path):
-    from trice.sampler import sample
+    from trice.generation.sampler import sample
 
     model, tok = load_model(DEFAULT_MODEL)
     assert tok.pad_token is not None and not getattr(model, "is_quantized", False)

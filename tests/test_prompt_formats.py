@@ -6,8 +6,7 @@ import pytest
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.errors import TriceError
-from trice.prompts import (PLAIN, THINK, chat_format, exemplar_prefix, guide_prefix, guide_prompt,
-                           rationale_prompt, resolve_format)
+from trice.prompts import PLAIN, THINK, chat_format, resolve_format
 from trice.tasks import Example
 
 CHATML = ("{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\nBe helpful.<|im_end|>\n"
@@ -30,10 +29,12 @@ def chat_tokenizer(template=CHATML):
 
 
 def test_plain_is_the_papers_format():
-    assert PLAIN.prefix(EXEMPLARS) == exemplar_prefix(EXEMPLARS)
-    assert PLAIN.guide_prefix(EXEMPLARS) == guide_prefix(EXEMPLARS)
-    assert PLAIN.prompt("3 =") == rationale_prompt("3 =") == "Question: 3 =\nAnswer: Let's think step by step.\n"
-    assert PLAIN.guide_prompt("3 =", "3") == guide_prompt("3 =", "3")
+    assert PLAIN.prefix(EXEMPLARS) == ("Question: 1 + 1 =\nAnswer: Let's think step by step.\n1 + 1 = 2. So the answer is 2."
+                                       "\n\nQuestion: 2 + 5 =\nAnswer: Let's think step by step.\n"
+                                       "2 + 5 = 7. So the answer is 7.\n\n")
+    assert PLAIN.guide_prefix(EXEMPLARS).startswith("Question: 1 + 1 =\nAnswer: The answer is 2. Let's think step by step.\n")
+    assert PLAIN.prompt("3 =") == "Question: 3 =\nAnswer: Let's think step by step.\n"
+    assert PLAIN.guide_prompt("3 =", "3") == "Question: 3 =\nAnswer: The answer is 3. Let's think step by step.\n"
     assert PLAIN.direct_prompt("3 =") + PLAIN.direct_target("3") == "Question: 3 =\nAnswer: The answer is 3.\n\n"
     assert PLAIN.bootstrap_prefix().startswith(
         "Question: Tom has 3 apples and buys 2 more. How many apples does he have now?\n"
@@ -89,7 +90,8 @@ def test_training_in_chat_format_scores_and_samples_chat_text(tmp_path, monkeypa
     """Every scored sequence of a chat-format run is a chat turn: its prompt opens a user turn and ends
     with the assistant's opening, its continuation ends with the end of turn; the policy's prefix is the
     exemplar conversation; sampled rationales never contain the end of turn."""
-    from trice import scorer, trainer
+    from trice.modeling import scoring as scorer
+    from trice.training import loop as trainer
 
     model, tok = make_tiny_lm(0)
     tok.chat_template = CHATML
@@ -126,7 +128,7 @@ def test_training_in_chat_format_scores_and_samples_chat_text(tmp_path, monkeypa
 
 def test_the_run_saves_the_resolved_format_and_old_runs_read_as_plain(tmp_path, monkeypatch):
     import trice.prompts as prompts
-    from trice.run import RunDir
+    from trice.artifacts.run_dir import RunDir
 
     monkeypatch.setattr(prompts, "AUTO_PREFERS_CHAT", True)
     model, tok = make_tiny_lm(0)

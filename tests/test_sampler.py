@@ -5,9 +5,9 @@ import torch
 
 from tiny import CHARS, make_tiny_lm
 from trice.errors import TriceError
-from trice.model import Policy
-from trice.sampler import Sample, sample
-from trice.scorer import score
+from trice.modeling import Policy
+from trice.generation.sampler import Sample, sample
+from trice.modeling.scoring import score
 
 PROMPTS = ["Q: 2+3?\nA:", "hi", "a much longer prompt, with spaces\nand a newline:", "x", "medium one"]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-import trice.engine as engine
+import trice.generation.slot_engine as engine
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.errors import TriceError
@@ -52,7 +52,7 @@ def test_a_signal_during_memory_initialisation_ends_the_run_within_a_decode_step
 
 
 def test_a_signal_during_evaluation_checkpoints_and_the_run_resumes(tmp_path, monkeypatch):
-    from trice import training_utils
+    from trice.evaluation import accuracy as training_utils
 
     evaluating = []
     original = training_utils.greedy_accuracy
@@ -96,3 +96,42 @@ def test_questions_longer_than_the_context_are_dropped_with_one_warning_or_refus
     with pytest.raises(TriceError, match="do not fit in the model's context.*--on-too-long drop"):
         train(config(tmp_path, out=str(tmp_path / "r2"), on_too_long="error"), model=model, tokenizer=tok,
               task=task)
+
+
+def test_the_exemplar_search_never_runs_a_question_that_cannot_fit(tmp_path, monkeypatch):
+    """24 questions, 12 of them 60,000 characters long (60,000 tokens here, past the tiny model's 4,096), and no
+    exemplars: the exemplar search, the memory and the evaluations see only questions that fit (before this,
+    the search ran the long ones, and a 135M model was killed by the kernel at 24 GB). The run ends with one
+    warning per set and a trained step."""
+    from trice.generation import sampler as sampler_module
+    from trice.methods import initialisation
+
+    rows = [{"question": ("x " * 30_000 if i % 2 else f"{i} + 1 ="), "answer": str(i + 1)} for i in range(24)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    searched, widest = [], []
+    real_find = initialisation.find_exemplars
+    real_sample = sampler_module.sample
+
+    def find_exemplars(sampler, task, candidates, num, *args, **kwargs):
+        searched.extend(candidates)
+        # a tiny random model writes no correct rationale: search (so its forward passes run), then supply some
+        try:
+            return real_find(sampler, task, candidates, num, *args, **kwargs)
+        except TriceError:
+            return [Example(e.question, e.answer, rationale=f"So the answer is {e.answer}.") for e in candidates[:num]]
+
+    def sample(policy, prompts, **kwargs):
+        widest.append(max(len(policy.tokenizer(p).input_ids) for p in prompts) + len(policy.prefix_embeds()))
+        return real_sample(policy, prompts, **kwargs)
+
+    monkeypatch.setattr("trice.training.setup.find_exemplars", find_exemplars)
+    monkeypatch.setattr(sampler_module, "sample", sample)
+    model, tok = make_tiny_lm(0)
+    with pytest.warns(RuntimeWarning, match=r"do not fit in the model's context of 4096 tokens"):
+        summary = train(TrainConfig(task=f"jsonl:{data}", params="lora", steps=1, batch_size=4, subsample=4,
+                                    max_new_tokens=8, n_eval=4, threads=1, out=str(tmp_path / "run")),
+                        model=model, tokenizer=tok)
+    assert searched and all(len(e.question) < 100 for e in searched)
+    assert widest and max(widest) < 4096  # no sampling call (search, memory, evaluation) saw a long question
+    assert summary["steps_done"] == 1 and summary["n_eval"] >= 1

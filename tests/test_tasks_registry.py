@@ -1,10 +1,10 @@
 """The task names users type, resolved by ``trice.tasks.get_task``."""
 
 import json
-from pathlib import Path
 
 import pytest
 
+from tiny import needs_real_data, real_data
 from trice.errors import TriceError
 from trice.tasks import Example, Task, get_task
 from trice.tasks.bbh import BBHTask
@@ -12,9 +12,7 @@ from trice.tasks.gsm8k import GSM8KTask
 from trice.tasks.gym import GymTask
 from trice.tasks.jsonl import JSONLTask
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "gsm8k").is_dir() or not (DATA / "bbh").is_dir(),
-                                reason=f"shared data not found at {DATA}")
+needs_data = needs_real_data("gsm8k/train.jsonl", "bbh/cot-prompts")
 
 
 def _assert_task_shape(task: Task, splits=("train", "test")):
@@ -37,7 +35,7 @@ def _assert_task_shape(task: Task, splits=("train", "test")):
     ("bbh/dyck_languages", BBHTask, ("train", "test")),
 ])
 def test_dataset_names(monkeypatch, name, kind, splits):
-    monkeypatch.setenv("TRICE_DATA_DIR", str(DATA))
+    monkeypatch.setenv("TRICE_DATA_DIR", str(real_data("gsm8k").parent))
     task = get_task(name)
     assert type(task) is kind and task.name == name
     _assert_task_shape(task, splits)
@@ -90,9 +88,9 @@ def test_task_options_from_the_command_line_are_yaml_scalars(tmp_path, local_mod
     code = main(["train", "--model", str(local_model), "--task", "gym/chain_sum", "--task-option", "max_terms=abc",
                  "--out", str(tmp_path / "r")])
     assert code == 2  # a one-line error naming the option, not a comparison error inside reasoning-gym
-    from trice.cli import _parse_value
+    from trice.cli.flags import parse_value
 
-    assert [_parse_value(v) for v in ("3", "0.5", "true", "[1, 2]", "abc")] == [3, 0.5, True, [1, 2], "abc"]
+    assert [parse_value(v) for v in ("3", "0.5", "true", "[1, 2]", "abc")] == [3, 0.5, True, [1, 2], "abc"]
 
 
 def test_gym_container_options_pass_through():

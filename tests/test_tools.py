@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tiny import coin_task, make_tiny_lm
-from trice.model import Policy
-from trice.sampler import sample
-from trice.scorer import score, token_logprobs
+from trice.modeling import Policy
+from trice.generation.sampler import sample
+from trice.modeling.scoring import score, token_logprobs
 from trice.tools import (CLOSE, ERROR, MAX_CALLS, OPEN, Calculator, calculate, make_tool, mark, mark_gold, segments,
                          tool_stats, visible)
 
@@ -164,10 +164,12 @@ def test_the_gradient_has_no_contribution_from_tool_tokens(policy):
 def test_a_tool_run_keeps_the_marks_in_memory_and_resumes_exactly(tmp_path, monkeypatch):
     """TRICE with a tool: memory rationales keep the tool's spans marked, verdicts see visible text, and a
     crash then --resume ends in the same state as an uninterrupted run."""
-    from trice import TrainConfig, scorer, train, trainer, training_utils
-    from trice.memory import Memory
+    from trice import TrainConfig, train
+    from trice.methods.memory import Memory
+    from trice.modeling import scoring as scorer
+    from trice.training import loop, setup
 
-    for module in (trainer, training_utils):
+    for module in (loop, setup):
         monkeypatch.setattr(module, "make_tool", lambda name: EveryFourth() if name == "calculator" else None)
     seen = []
 
@@ -210,7 +212,8 @@ def test_a_tool_run_keeps_the_marks_in_memory_and_resumes_exactly(tmp_path, monk
         run(tmp_path / "crashed", crash_at=4)
     model, tok = make_tiny_lm(0)
     resumed = train(model=model, tokenizer=tok, task=task(), resume=str(tmp_path / "crashed"))
-    resumed.pop("wall_seconds"), reference.pop("wall_seconds")
+    for measured in ("wall_seconds", "peak_rss_gb"):
+        resumed.pop(measured), reference.pop(measured)
     assert resumed == reference
     assert Memory.load(tmp_path / "crashed" / "memory.jsonl").rationales == memory.rationales
 

@@ -15,12 +15,12 @@ def test_demo_with_the_calculator_calls_it_and_beats_the_same_exemplars_without_
     decoding with the calculator beats the same policy without it (measured on 100 questions:
     0.62 against 0.13; asserted here as McNemar z > 3 on 60). 128 training questions: the search scans at
     most n_train of them, and 32 held no 3 correct calling rationales (measured)."""
-    from trice.evaluate import greedy_accuracy
-    from trice.initialise import load_exemplars
-    from trice.model import Policy, load_model
+    from trice.evaluation.accuracy import greedy_accuracy
+    from trice.methods.initialisation import load_exemplars
+    from trice.modeling import Policy, load_model
     from trice.prompts import PLAIN
     from trice.tasks import task_from_config
-    from trice.run import RunDir
+    from trice.artifacts.run_dir import RunDir
     from trice.tools import Calculator
 
     out = tmp_path / "demo-tools"

@@ -1,7 +1,6 @@
 """The training loop and CLI end to end on a tiny random model (seconds, no network)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ from peft import PeftModel
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.cli import main
-from trice.model import Policy
-from trice.scorer import score
 
 HERE = Path(__file__).parent
 
@@ -130,7 +127,7 @@ def test_unloadable_gguf_and_empty_task_give_one_line_errors(tmp_path, local_mod
 
 
 def test_paired_z_counts_questions_that_changed():
-    from trice.training_utils import paired_z
+    from trice.evaluation.statistics import paired_counts as paired_z
 
     result = paired_z([True, False, False, True, False], [True, True, True, False, False])
     assert result == {"questions_gained": 2, "questions_lost": 1, "paired_z": pytest.approx(1 / 3 ** 0.5)}

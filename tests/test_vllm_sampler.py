@@ -9,8 +9,8 @@ import torch
 import fake_vllm
 from trice import TrainConfig, train
 from trice.errors import TriceError
-from trice.model import Policy, load_model
-from trice.vllm_sampler import VLLMSampler
+from trice.modeling import Policy, load_model
+from trice.generation.vllm_sampler import VLLMSampler
 
 
 @pytest.fixture

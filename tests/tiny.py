@@ -71,3 +71,23 @@ def coin_task(n_train: int = 12, n_test: int = 6, gold: bool = False):
     test = [Example(f"{i} + 2 =", str(i + 2)) for i in range(n_test)]
     exemplars = [Example("1 + 1 =", "2", rationale="1 + 1 = 2. So the answer is 2.")]
     return CoinTask("coin", train, test, exemplars=exemplars)
+
+
+def real_data(relative: str):
+    """``$TRICE_DATA_DIR/<relative>`` when the variable names a directory that holds it, else None: the real
+    GSM8K and BIG-Bench Hard data are never in the project (CI points the variable at ../shared/data)."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("TRICE_DATA_DIR")
+    path = Path(root).expanduser() / relative if root else None
+    return path if path is not None and path.exists() else None
+
+
+def needs_real_data(*relatives: str):
+    """Skip a test unless ``$TRICE_DATA_DIR`` holds every one of ``relatives``, saying why."""
+    import pytest
+
+    return pytest.mark.skipif(any(real_data(r) is None for r in relatives),
+                              reason=f"set TRICE_DATA_DIR to a directory with {' and '.join(relatives)} to run the "
+                                     "checks against the real data")

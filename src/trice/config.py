@@ -17,8 +17,20 @@ from typing import Any
 
 import yaml
 
+from .choices import (
+    ANSWER_TYPES,
+    DTYPES,
+    ON_TOO_LONG,
+    PARAMS,
+    PROMPT_FORMATS,
+    SAMPLERS,
+    TOOLS,
+    TRACKERS,
+)
 from .errors import TriceError
-from .methods import METHODS  # the one list of methods, from the method registry
+from .methods.registry import (
+    METHODS,  # the one list of methods (the registry imports no method here)
+)
 
 # Default learning rates per parameterisation (Adam, cosine decay to 0.1x), chosen from measured
 # runs on SmolLM2-135M (the project's early calibration runs, re-checked in this repo's demo): a soft
@@ -38,8 +50,8 @@ class TrainConfig:
     # --- model and what is trained
     model: str = _f("smollm2-135m", "hub id, local directory or .gguf file; smollm2-135m = the packaged SmolLM2-135M-Instruct")
     dtype: str = _f("auto", "model dtype; auto = bfloat16 on a GPU that supports it, float32 on CPUs",
-                    choices=("float32", "bfloat16", "float16", "auto"))
-    params: str = _f("prompt", "what is trained: a soft prompt (the paper), LoRA, or all weights", choices=("prompt", "lora", "full"))
+                    choices=DTYPES)
+    params: str = _f("prompt", "what is trained: a soft prompt (the paper), LoRA, or all weights", choices=PARAMS)
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")
     lora_targets: str = _f("all-linear", "LoRA target modules (PEFT syntax, comma-separated)")
@@ -54,7 +66,7 @@ class TrainConfig:
     answer_field: str = _f("answer", "hf: and jsonl: tasks: the answer column")
     answer_type: str = _f("auto", "hf: tasks: how answers are compared: exact text, number, math "
                                   "(math-verify), or auto (number when every gold answer is one, else exact)",
-                          choices=("auto", "exact", "number", "math"))
+                          choices=ANSWER_TYPES)
     reward: list = _f([], "TRL-style reward functions module:function (completions plus the dataset's "
                           "columns -> list[float]) used as the checker; several are summed, as TRL does")
     reward_threshold: float = _f(0.0, "a reward above this means correct")
@@ -71,7 +83,7 @@ class TrainConfig:
     steps: int = _f(100, "optimiser steps")
     token_budget: int | None = _f(None, "stop once this many tokens have been sampled (set-up included)")
     compute_budget: int | None = _f(None, "stop once this many token-passes are spent: sampled + forward-only + 3 x scored "
-                                          "tokens, set-up included (trice.budget; compare's fair budget)")
+                                          "tokens, set-up included (trice.training.budget; compare's fair budget)")
     eval_points: int = _f(0, "learning curve: evaluate on the first eval_subset held-out questions at this many "
                              "evenly spaced points of the budget (compute_budget, else token_budget, else steps)")
     eval_subset: int = _f(100, "held-out questions of the learning curve's intermediate evaluations")
@@ -83,11 +95,11 @@ class TrainConfig:
     temperature: float = _f(1.0, "proposal temperature; 1.0 is exact TRICE, other values an approximation")
     max_new_tokens: int = _f(64, "maximum rationale length in tokens")
     tools: str = _f("none", "tools rationales may call: calculator evaluates <<EXPR= and inserts RESULT>> "
-                            "(trice.tools; its tokens are context, not scored)", choices=("none", "calculator"))
+                            "(trice.tools; its tokens are context, not scored)", choices=TOOLS)
     prompt_format: str = _f("auto", "plain text prompts, the tokenizer's chat template, or auto (see "
-                                    "trice.prompts.resolve_format)", choices=("auto", "plain", "chat"))
+                                    "trice.prompts.resolve_format)", choices=PROMPT_FORMATS)
     on_too_long: str = _f("drop", "examples whose prompt + max_new_tokens exceed the model's context: drop "
-                                  "them with a warning, or error", choices=("drop", "error"))
+                                  "them with a warning, or error", choices=ON_TOO_LONG)
     sample_batch_size: int = _f(64, "decode rows of the sampling engine (slots refilled as rows finish)")
     score_batch_size: int = _f(16, "rows per scoring forward + backward; gradients accumulate over them "
                                    "(lower it if a step runs out of memory)")
@@ -105,13 +117,13 @@ class TrainConfig:
     max_bad_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
     seed: int = _f(0, "random seed")
     report_to: str = _f("none", "also log every metric to an experiment tracker, as transformers names them",
-                        choices=("none", "tensorboard", "wandb", "trackio"))
+                        choices=TRACKERS)
     out: str | None = _f(None, "run directory (default runs/<task>-<method>-<time>)")
     threads: int | None = _f(None, "torch CPU threads (default: torch's, i.e. all cores)")
     device: str | None = _f(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     # --- sampling backend
     sampler: str = _f("torch", "who samples rationales: our batched KV-cache sampler, or vLLM (GPU only; "
-                      "pip install 'trice-cot[vllm]')", choices=("torch", "vllm"))
+                      "pip install 'trice-cot[vllm]')", choices=SAMPLERS)
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: fraction of the GPU's memory it may take (its weights, "
                                                "activations and KV cache), next to the trainer")
     sampler_check_rows: int = _f(4, "vLLM: sampled rows re-scored by the trainer each step to log how far "

@@ -25,7 +25,7 @@ SmolLM2-135M-Instruct favours chat (``AUTO_PREFERS_CHAT``; docs/prompt-formats.m
 
 >>> from trice.tasks import Example
 >>> ex = Example("2 + 2 =", "4", rationale="2 + 2 = 4. So the answer is 4.")
->>> print(exemplar_prefix([ex]), end="")
+>>> print(PLAIN.prefix([ex]), end="")
 Question: 2 + 2 =
 Answer: Let's think step by step.
 2 + 2 = 4. So the answer is 4.
@@ -132,24 +132,6 @@ class PromptFormat:
 PLAIN = PromptFormat("plain", system="", user="Question: ", assistant="\nAnswer: ", end=END_OF_RATIONALE,
                      stop=STOP)
 
-
-# The plain format as functions (the benchmarks and notebooks use them).
-def rationale_prompt(question: str) -> str:
-    return PLAIN.prompt(question)
-
-
-def guide_prompt(question: str, answer: str) -> str:
-    return PLAIN.guide_prompt(question, answer)
-
-
-def exemplar_prefix(exemplars: list["Example"]) -> str:
-    """The few-shot prefix: each exemplar under the rationale template, separated by blank lines."""
-    return PLAIN.prefix(exemplars)
-
-
-def guide_prefix(exemplars: list["Example"]) -> str:
-    """The same exemplars rewritten with the answer first (the hinted guide)."""
-    return PLAIN.guide_prefix(exemplars)
 
 _Q1, _A1, _Q2 = "\x00q1\x00", "\x00a1\x00", "\x00q2\x00"  # placeholders no template produces
 

@@ -9,7 +9,7 @@ The latent z is the whole text, but p(z | x) is the product over the model's own
 tool's are not a choice of the model). So a rationale keeps its tool-inserted spans marked, between
 :data:`OPEN` and :data:`CLOSE` (two private-use characters no tokenizer produces from text a task
 gives). The marks travel with the text through the memory, the methods' weighted sequences and
-checkpoints; the scorer (:mod:`trice.scorer`) tokenizes the spans separately and leaves them out of
+checkpoints; the scorer (:mod:`trice.modeling.scoring`) tokenizes the spans separately and leaves them out of
 the log-prob and the gradient; the checker and the exemplars see :func:`visible` text.
 
 >>> calculate("3*4")
@@ -34,6 +34,7 @@ import math
 import operator
 import re
 
+from .choices import TOOLS
 from .errors import TriceError
 
 OPEN, CLOSE = "\ue000", "\ue001"  # around tool-inserted text (Unicode private use)
@@ -42,7 +43,6 @@ ERROR = "?"  # what the calculator returns for a malformed, unsafe or failing ex
 MAX_EXPRESSION = 100  # characters of an expression the calculator reads
 MAX_MAGNITUDE = 10 ** 15  # larger intermediate or final values are an error
 MAX_CALLS = 8  # tool calls per rationale; later "<<...=" are left to the model
-TOOLS = ("none", "calculator")
 
 
 # ------------------------------------------------------------------------------------------- marking

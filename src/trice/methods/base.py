@@ -2,7 +2,7 @@
 
 The update is always the same (docs/ALGORITHM.md, section 3, step 8): minimise -sum_i coefs[i] * log p_theta(continuation_i |
 prompt_i). A method decides which sequences to sample and how to weight them, and keeps its own
-state (TRICE's memory, STaR's outer iteration). The loop in ``trice.trainer`` is the same for all.
+state (TRICE's memory, STaR's outer iteration). The loop in :mod:`trice.training.loop` is the same for all.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 from ..prompts import PLAIN, PromptFormat
 
 if TYPE_CHECKING:
-    from ..config import TrainConfig
     from ..tasks import Example, Task
 
 
@@ -29,23 +28,23 @@ class Weighted:
     metrics: dict[str, Any] = field(default_factory=dict)
     restart: bool = False  # the method reset the parameters: the optimiser state restarts too
     stop: bool = False  # the method cannot do useful work within the token budget: end the run here
-    tokens_forward: int = 0  # tokens the method ran forward without gradient this step (trice.budget)
+    tokens_forward: int = 0  # tokens the method ran forward without gradient this step (trice.training.budget)
 
 
 @dataclass
 class Context:
-    """What a method may use: the policy, the task, the training set, the config, the sampler the
-    trainer owns (:class:`trice.sampler.Sampler`) and the subsample's generator."""
+    """What a method may use: the policy, the task, the training set, the run's config (a
+    :class:`trice.config.TrainConfig`), the sampler the trainer owns (:class:`trice.generation.Sampler`),
+    the subsample's generator and the run's compute budget (:class:`trice.training.budget.Budget`)."""
 
     policy: Any
     task: "Task"
     train_set: list["Example"]
-    config: "TrainConfig"
+    config: Any
     sampler: Any
     resampler_rng: torch.Generator
     progress: Any = None  # a rich Progress for long set-up work, or None
-    tokens_scored: Any = None  # () -> tokens scored so far (the trainer's count), for the compute budget
-    tokens_forward: Any = None  # () -> tokens forwarded without gradient so far (the trainer's count)
+    budget: Any = None  # the trainer's Budget: what was spent and whether more fits
 
     def sample(self, prompts: list[str], temperature: float | None = None, prefix: str | None = None):
         """Sample one rationale per prompt (the proposal temperature by default); ``prefix`` replaces
@@ -57,14 +56,6 @@ class Context:
     def tokens_sampled(self) -> int:
         return self.sampler.tokens
 
-    @property
-    def token_passes(self) -> int:
-        """Compute spent so far (trice.budget): sampled tokens + 3 x scored tokens."""
-        from ..budget import token_passes
-
-        return token_passes(self.sampler.tokens, self.tokens_scored() if self.tokens_scored else 0,
-                            self.tokens_forward() if self.tokens_forward else 0)
-
 
 class Method:
     """Base class. Subclasses implement :meth:`step`; ``prompt`` is the template the method trains
@@ -72,7 +63,7 @@ class Method:
 
     name = "base"
     trains = True  # False for methods that only evaluate (few-shot CoT)
-    memory = None  # a trice.memory.Memory for methods that keep one
+    memory = None  # a trice.methods.memory.Memory for methods that keep one
     format: PromptFormat = PLAIN  # set by make_method: the run's prompt format
 
     def prompt(self, question: str) -> str:

@@ -3,8 +3,9 @@
 Each outer iteration samples a rationale for every training question from the current model,
 rationalises the wrong ones with the hinted guide (``star``; ``star-norat`` skips this), keeps the
 correct ones (questions with none are dropped) and fine-tunes *from the initial parameters* on
-them for ``star_inner_steps`` steps (weight 1 per kept rationale, minibatches of M). Under a token
-budget, an iteration whose collection would overrun it is not started.
+them for ``star_inner_steps`` steps (weight 1 per kept rationale, minibatches of M). Under a token or
+compute budget, an iteration that would overrun it (it costs about what the previous one did) is not
+started.
 """
 
 from __future__ import annotations
@@ -21,34 +22,31 @@ class STaR(Method):
         self.dataset: list[tuple[int, str]] = []  # (example index, correct rationale)
         self.covered = torch.zeros(0, dtype=torch.bool)  # example has a kept rationale this iteration
         self.steps_done = 0
-        self.collection_tokens = 0  # tokens the latest collection sampled
         self.collection_accuracy = 0.0  # fraction of its samples that were right before rationalisation
-        self.iteration_start = 0  # token-passes spent when the latest iteration started
-        self.iteration_passes = 0  # token-passes the previous iteration cost (collection and inner steps)
+        self.iteration_start = 0  # budget spent when the latest iteration started (ctx.budget's unit)
+        self.iteration_passes = 0  # what the previous iteration cost (collection and inner steps), same unit
         self.initial: list[torch.Tensor] = []
 
     def coverage(self) -> float | None:  # its latest collection (hint-rationalised ones included)
         return float(self.covered.float().mean()) if len(self.covered) else None
 
     def setup(self, ctx: Context) -> None:
-        self.initial = [p.detach().clone() for p in ctx.policy.trainable_parameters()]
+        self.initial = ctx.policy.trainable_values()
 
     def state_dict(self):
         return {"dataset": list(self.dataset), "covered": self.covered.clone(), "steps_done": self.steps_done,
-                "collection_tokens": self.collection_tokens, "collection_accuracy": self.collection_accuracy,
+                "collection_accuracy": self.collection_accuracy,
                 "initial": [p.clone() for p in self.initial],
                 "iteration_start": self.iteration_start, "iteration_passes": self.iteration_passes}
 
     def load_state_dict(self, state) -> None:
         self.dataset, self.covered = list(state["dataset"]), state["covered"].clone()
         self.steps_done, self.initial = state["steps_done"], [p.clone() for p in state["initial"]]
-        self.collection_tokens = state.get("collection_tokens", 0)
         self.collection_accuracy = state.get("collection_accuracy", 0.0)
         self.iteration_start = state.get("iteration_start", 0)
         self.iteration_passes = state.get("iteration_passes", 0)
 
     def _collect(self, ctx: Context) -> None:
-        start = ctx.tokens_sampled
         train = ctx.train_set
         prompts = [self.prompt(e.question) for e in train]
         texts = [s.text for s in ctx.sample(prompts)]
@@ -63,26 +61,21 @@ class STaR(Method):
                     texts[i], correct[i] = z, True
         self.dataset = [(i, z) for i, (z, c) in enumerate(zip(texts, correct)) if c]
         self.covered = torch.tensor(correct, dtype=torch.bool)
-        self.collection_tokens = ctx.tokens_sampled - start
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
         restart = self.steps_done % self.inner_steps == 0
-        if restart and self.steps_done:
-            self.iteration_passes = ctx.token_passes - self.iteration_start
-        budget, compute = ctx.config.token_budget, ctx.config.compute_budget
-        if restart and self.steps_done and (
-                (budget and ctx.tokens_sampled + self.collection_tokens > budget)
-                or (compute and ctx.token_passes + self.iteration_passes > compute)):
-            # Another iteration would overrun the budget (it costs about what the last one did) and be
-            # cut after a step or two from theta_0: stop with the finished one.
-            return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
+        budget = ctx.budget
+        if restart and self.steps_done and budget is not None and budget.limited:
+            self.iteration_passes = budget.used() - self.iteration_start
+            if not budget.fits(self.iteration_passes):
+                # Another iteration would overrun the budget (it costs about what the last one did) and be
+                # cut after a step or two from theta_0: stop with the finished one.
+                return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
         if restart:
-            self.iteration_start = ctx.token_passes
+            self.iteration_start = budget.used() if budget is not None else 0
             # a new outer iteration: collect with the current model, then restart from theta_0
             self._collect(ctx)
-            with torch.no_grad():
-                for p, p0 in zip(ctx.policy.trainable_parameters(), self.initial):
-                    p.copy_(p0)
+            ctx.policy.load_trainable(self.initial)
             ctx.sampler.on_update()  # the weights changed: vLLM re-syncs, the torch engine re-merges LoRA
         self.steps_done += 1
         # proposal_accuracy: the latest collection's samples over the whole training set, as the

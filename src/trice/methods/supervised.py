@@ -13,6 +13,7 @@ from ..errors import TriceError
 from ..tools import mark_gold
 from .base import Context, Method, Weighted
 
+
 class FewShotCoT(Method):
     name = "fewshot-cot"
     trains = False

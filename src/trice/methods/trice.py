@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ..estimator import estimator_terms, trice_weights
-from ..initialise import init_memory
+from ..estimators.trice import estimator_terms, trice_weights
 from ..tools import tool_stats
 from .base import Context, Method, Weighted
+from .initialisation import init_memory
+from .memory import Memory
 
 # trice-auto's rule, measured (docs/estimator-variance.md): per unit of compute (token-passes) the basic
 # estimator's gradient variance is 0.45x [0.40, 0.51] the paper's at acceptance 0.31 and 0.49x [0.40, 0.58]
@@ -54,8 +55,6 @@ class TriceMethod(Method):
         return {"memory": self.memory.state_dict(), "recent_acceptance": list(self.recent_acceptance)}
 
     def load_state_dict(self, state) -> None:
-        from ..memory import Memory
-
         self.memory = Memory(len(state["memory"]["rationales"]))
         self.memory.load_state_dict(state["memory"])
         self.recent_acceptance = list(state.get("recent_acceptance", []))

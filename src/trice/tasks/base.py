@@ -16,7 +16,6 @@ from typing import Any
 
 from ..tools import visible
 
-
 _ANSWER_RE = re.compile(r"the answer is\s*(.*?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
@@ -100,7 +99,7 @@ class Task:
         """:meth:`verdict` of each (rationale, example) pair. With several processes each checks its
         share and all get every verdict, so a checker's time-out on one process cannot make the
         processes disagree (and the work is split)."""
-        from ..distributed import world
+        from ..runtime.distributed import world
 
         return world().map_rows(len(rationales), lambda mine: [self.verdict(rationales[i], examples[i]) for i in mine])
 

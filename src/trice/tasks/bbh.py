@@ -25,11 +25,11 @@ import re
 import warnings
 from pathlib import Path
 
-from .base import Example, Task
-from .registry import register
-from .gsm8k import normalize_number
-from .io import local_data_dir
 from ..errors import TriceError
+from .base import Example, Task
+from .gsm8k import normalize_number
+from .io import load_hub, local_data_dir
+from .registry import register
 
 HUB_DATASET = "lukaemon/bbh"
 _CHOICE = ("date_understanding disambiguation_qa geometric_shapes hyperbaton "
@@ -181,20 +181,8 @@ def _load_local(root: Path, task: str) -> tuple[list[Example], list[Example] | N
 
 
 def _load_hub(task: str) -> tuple[list[Example], None]:
-    try:
-        import datasets
-    except ImportError:
-        raise TriceError("bbh: no local data (pass data_dir / --data-dir, or set "
-                         "TRICE_DATA_DIR) and the `datasets` package is not installed "
-                         "(pip install datasets)") from None
-    try:
-        rows = datasets.load_dataset(HUB_DATASET, task, split="test")
-    except Exception as exc:  # offline, hub errors: all the user's to fix
-        raise TriceError(f"bbh/{task}: cannot load {HUB_DATASET} from the hub "
-                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                         f"pass data_dir / --data-dir or set TRICE_DATA_DIR") from None
-    return [_example(row, task, f"hub:{HUB_DATASET}/{task}: example {i}")
-            for i, row in enumerate(rows, 1)], None
+    rows = load_hub(f"bbh/{task}", HUB_DATASET, task, split="test")
+    return [_example(row, task, f"hub:{HUB_DATASET}/{task}: example {i}") for i, row in enumerate(rows, 1)], None
 
 
 FIELDS = ("input", "target")
@@ -209,11 +197,11 @@ def _example(row, task: str, where: str) -> Example:
 class BBHTask(Task):
     """One BBH task (``tasks="navigate"``) or several combined (``tasks=None``: all 27).
 
-    >>> import tempfile, pathlib, json
-    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> import json, pathlib
+    >>> d = pathlib.Path("bbh-toy")
+    >>> (d / "cot-prompts").mkdir(parents=True, exist_ok=True)
     >>> rows = [{"input": f"Toy {i}: yes or no?", "target": "Yes"} for i in range(10)]
     >>> _ = (d / "navigate.json").write_text(json.dumps({"examples": rows}))
-    >>> (d / "cot-prompts").mkdir()
     >>> _ = (d / "cot-prompts" / "navigate.txt").write_text("Header.\\n\\nQ: Toy?\\n"
     ...     "A: Let's think step by step.\\nWe stay put. So the answer is Yes.\\n")
     >>> task = BBHTask("navigate", data_dir=d)

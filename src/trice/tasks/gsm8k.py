@@ -25,11 +25,11 @@ import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from ..errors import TriceError
 from .base import Example, Task, extract_answer
+from .io import as_text, field, load_hub, local_data_dir, read_jsonl
 from .math_answer import math_equal
 from .registry import register
-from .io import field, local_data_dir, read_jsonl
-from ..errors import TriceError
 
 SPLITS = ("train", "test")
 HUB_DATASET = ("openai/gsm8k", "main")
@@ -104,8 +104,9 @@ def answer_matches(predicted: str | None, gold: str) -> bool:
 class GSM8KTask(Task):
     """GSM8K with lazily loaded ``train``/``test`` and a numeric answer check.
 
-    >>> import tempfile, pathlib, json
-    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> import json, pathlib
+    >>> d = pathlib.Path("gsm8k-toy")
+    >>> d.mkdir(exist_ok=True)
     >>> row = {"question": "Toy: 2 + 2?", "answer": "2 + 2 = <<2+2=4>>4\\n#### 4"}
     >>> _ = (d / "train.jsonl").write_text(json.dumps(row) + "\\n")
     >>> task = GSM8KTask(data_dir=d)
@@ -166,19 +167,9 @@ class GSM8KTask(Task):
                 for n, obj in read_jsonl(path)]
 
     def _load_hub(self) -> dict[str, list[Example]]:
-        try:
-            import datasets
-        except ImportError:
-            raise TriceError("gsm8k: no local data (pass data_dir / --data-dir, or set "
-                             "TRICE_DATA_DIR) and the `datasets` package is not installed "
-                             "(pip install datasets)") from None
-        try:
-            loaded = datasets.load_dataset(*HUB_DATASET)
-        except Exception as exc:  # offline, hub errors: all the user's to fix
-            raise TriceError(f"gsm8k: cannot load {HUB_DATASET[0]} from the hub "
-                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                             f"pass data_dir / --data-dir or set TRICE_DATA_DIR") from None
-        return {split: [self._example(row["question"], row["answer"], f"hub:{split}:{i + 1}")
+        loaded = load_hub("gsm8k", *HUB_DATASET)
+        return {split: [self._example(as_text(row["question"], f"hub:{split}:{i + 1}: question"),
+                                      as_text(row["answer"], f"hub:{split}:{i + 1}: answer"), f"hub:{split}:{i + 1}")
                         for i, row in enumerate(loaded[split])]
                 for split in SPLITS}
 

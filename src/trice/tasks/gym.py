@@ -6,9 +6,9 @@ the answer extracted from its final "the answer is ..." sentence.
 
 from __future__ import annotations
 
+from ..errors import TriceError
 from .base import Example, Task, extract_answer
 from .registry import register
-from ..errors import TriceError
 
 
 class GymTask(Task):

@@ -48,19 +48,18 @@ Checking (``answer_type``, ``--answer-type``): the model's answer is the text af
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
+from ..choices import ANSWER_TYPES
+from ..errors import TriceError
 from .base import Example, Task, extract_answer
 from .gsm8k import _NUMBER_RE, normalize_number
-from .io import split_examples
+from .io import as_text, split_examples
 from .registry import register
-from ..errors import TriceError
 
-ANSWER_TYPES = ("auto", "exact", "number", "math")
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 _HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _INSTALL = "pip install 'trice-cot[hub]'"
@@ -173,10 +172,6 @@ def _rows(split) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, (list(rows[0]) if rows else [])
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
 class HFTask(Task):
     """A Hugging Face dataset as a task (see the module docstring for the rules).
 
@@ -247,7 +242,9 @@ class HFTask(Task):
                     raise TriceError(f"{where}: split {split_name!r} row {i}: column {column!r} is empty")
             rationale = row.get(self.rationale_field)
             meta = {k: v for k, v in row.items() if k not in (self.question_field, self.answer_field)}
-            examples.append(Example(_text(question), _text(answer).strip(),
+            at = f"{where}: split {split_name!r} row {i}: column"
+            examples.append(Example(as_text(question, f"{at} {self.question_field!r}"),
+                                    as_text(answer, f"{at} {self.answer_field!r}").strip(),
                                     rationale if isinstance(rationale, str) else None, meta))
         return examples
 
@@ -260,7 +257,9 @@ class HFTask(Task):
         predicted = extract_answer(rationale)
         if predicted is None:
             return False
-        from .math_answer import math_equal  # late: math-verify loads only for math answers
+        from .math_answer import (
+            math_equal,  # late: math-verify loads only for math answers
+        )
 
         return math_equal(predicted, answer)
 

@@ -10,53 +10,27 @@ the examples are shuffled with ``seed`` and the first floor((1 - test_fraction) 
 ``train`` (test_fraction defaults to 0.2, i.e. 80/20), the rest ``test``. A relative path is
 read from ``data_dir`` when one is given.
 
-Also home to the small local-file helpers that the GSM8K and BBH loaders share.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .base import Example, Task
-from .io import DATA_ENV, field, local_data_dir, read_jsonl, split_examples  # noqa: F401  (re-exported)
-from .registry import register
 from ..errors import TriceError
-
-def load_checker(spec: str) -> Callable[[str, str], Any]:
-    """``"module:function"`` (or ``"path/to/file.py:function"``) -> the function."""
-    module_name, _, func_name = spec.rpartition(":")
-    if not module_name or not func_name:
-        raise TriceError(f"checker {spec!r} must look like 'module:function'")
-    try:
-        if module_name.endswith(".py"):
-            loc = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            if loc is None or not Path(module_name).is_file():
-                raise FileNotFoundError(f"no file {module_name}")
-            module = importlib.util.module_from_spec(loc)
-            loc.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except Exception as exc:  # anything the import raises is the user's to fix
-        raise TriceError(f"cannot import checker {spec!r}: {type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())}") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise TriceError(f"checker {spec!r}: module {module_name!r} has no function {func_name!r}")
-    return func
+from .base import Example, Task
+from .io import field, load_function, read_jsonl, split_examples
+from .registry import register
 
 
 class JSONLTask(Task):
     """Examples from a JSONL file, checked by the default rule or a user ``checker``.
 
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "qa.jsonl"
-    >>> _ = p.write_text("".join(f'{{"question": "{i} + 1?", "answer": "{i + 1}"}}\\n'
-    ...                          for i in range(10)))
-    >>> task = JSONLTask(p, seed=0)
+    >>> import pathlib
+    >>> rows = [f'{{"question": "{i} + 1?", "answer": "{i + 1}"}}\\n' for i in range(10)]
+    >>> _ = pathlib.Path("qa.jsonl").write_text("".join(rows))
+    >>> task = JSONLTask("qa.jsonl", seed=0)
     >>> len(task.train), len(task.test)
     (8, 2)
     >>> ex = task.test[0]
@@ -76,7 +50,7 @@ class JSONLTask(Task):
             train, test = split_examples(examples, seed, test_fraction, where=f"jsonl:{path}")
         self.checker_name = (checker if isinstance(checker, str)
                              else getattr(checker, "__name__", None))
-        self._checker = load_checker(checker) if isinstance(checker, str) else checker
+        self._checker = load_function(checker, "checker") if isinstance(checker, str) else checker
         super().__init__(f"jsonl:{path}", train, test)
 
     def _load(self, path: Path) -> list[Example]:

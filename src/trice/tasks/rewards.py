@@ -50,8 +50,9 @@ import math
 from collections.abc import Mapping
 from typing import Any, Callable, Sequence
 
-from .base import Example, Task
 from ..errors import TriceError
+from .base import Example, Task
+from .io import load_function
 
 RewardFunc = Callable[..., Sequence[Any]]
 _RESERVED = ("prompt", "completion", "completion_ids")  # TRL does not pass these columns as they are
@@ -71,18 +72,7 @@ def load_rewards(specs: Sequence[str | RewardFunc]) -> list[RewardFunc]:
     >>> [f.__name__ for f in load_rewards(["math:isclose", len])]
     ['isclose', 'len']
     """
-    from .jsonl import load_checker
-
-    funcs = []
-    for spec in specs:
-        if callable(spec):
-            funcs.append(spec)
-            continue
-        try:
-            funcs.append(load_checker(str(spec)))
-        except TriceError as exc:  # the same import rules as --task-option checker=...; named a reward here
-            raise TriceError(str(exc).replace("checker", "reward", 1)) from None
-    return funcs
+    return [spec if callable(spec) else load_function(str(spec), "reward") for spec in specs]
 
 
 def _name(func: Any) -> str:

@@ -1,0 +1,59 @@
+"""``trice train`` and ``trice demo``: a training run from flags and a config file, or the offline demo."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import TrainConfig
+from ..errors import TriceError
+from .flags import config_from_args
+
+# The offline demo: the packaged SmolLM2-135M-Instruct, LoRA (`trice demo --params prompt` runs the paper's soft
+# prompt), reasoning-gym chain_sum with 2-3 one-digit terms. Its measured run: docs/demo/summary.json.
+DEMO = dict(
+    model="smollm2-135m", params="lora", task="gym/chain_sum", method="trice",  # the paper's estimator
+    task_options=dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, n_train=200, n_test=400),
+    steps=80, batch_size=16, subsample=16, max_new_tokens=64, n_eval=400, eval_every=0,
+    seed=0, prompt_format="plain",  # the format the demo's figures were measured with (docs/demo)
+)
+
+
+def print_summary(summary: dict) -> None:
+    from ..runtime.distributed import world
+
+    if not world().is_main:  # one process prints for the job
+        return
+    before, after, n = summary["greedy_accuracy_before"], summary["greedy_accuracy_after"], summary["n_eval"]
+    if before is not None:
+        from ..evaluation.statistics import standard_error
+
+        se = standard_error(before, n)
+        in_se = f" = {(after - before) / se:+.1f} SE" if se else ""
+        print(f"held-out greedy accuracy: before {before:.3f}, after {after:.3f} "
+              f"(n = {n}, standard error {se:.3f}; change {after - before:+.3f}{in_se})")
+        if "paired_z" in summary:
+            print(f"paired on the same questions: {summary['questions_gained']} turned right, "
+                  f"{summary['questions_lost']} turned wrong (McNemar z = {summary['paired_z']:+.1f})")
+    coverage = summary.get("memory_coverage")
+    print((f"memory coverage {coverage:.3f}, " if coverage is not None else "")
+          + f"tokens sampled {summary['tokens_sampled']}")
+
+
+def cmd_train(args, base: dict | None = None) -> int:
+    from ..training.loop import train
+
+    if getattr(args, "resume", None):
+        given = [f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None]
+        if given or args.config:
+            raise TriceError(f"--resume continues a run with its own config; drop {', '.join(given) or '--config'}")
+        summary = train(resume=args.resume)
+    else:
+        summary = train(config_from_args(args, base))
+    print_summary(summary)
+    return 0
+
+
+
+
+def cmd_demo(args) -> int:
+    return cmd_train(args, dict(DEMO, out=args.out or "runs/demo"))

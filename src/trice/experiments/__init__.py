@@ -1,0 +1,2 @@
+"""Studies over many runs: ``trice compare`` (:mod:`.compare`), its plots (:mod:`.plots`) and one run's
+report (:mod:`.report`)."""
