@@ -1,8 +1,10 @@
 """math-verify answer checking (trice.tasks.math_answer) and its use by GSM8K: verdicts, quietness,
-robustness, and agreement with the official gold parser on GSM8K training answers."""
+robustness, and agreement with the official gold parser on GSM8K answers: the synthetic fixture's
+anywhere, the real training split's where $TRICE_DATA_DIR names a directory holding gsm8k/train.jsonl."""
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,9 @@ from trice.tasks import math_answer
 from trice.tasks.gsm8k import GSM8KTask, answer_matches, parse_gold
 from trice.tasks.math_answer import MAX_CHARS, math_answer_text, math_equal
 
-TRAIN = Path("/work/shared/data/gsm8k/train.jsonl")
+TRAIN = (Path(os.environ["TRICE_DATA_DIR"]).expanduser() / "gsm8k" / "train.jsonl"
+         if os.environ.get("TRICE_DATA_DIR") else None)
+FIXTURE_TRAIN = Path(__file__).resolve().parent / "fixtures" / "data" / "gsm8k" / "train.jsonl"  # synthetic
 
 
 @pytest.mark.parametrize("prediction, gold, equal", [
@@ -113,9 +117,21 @@ def test_gold_parse_is_cached():
     assert math_answer._parse.cache_info()[:2] == (1, 3)  # (hits, misses): the gold parsed once
 
 
+def test_agrees_with_parse_gold_on_the_fixture_answers():
+    from decimal import Decimal
+
+    solutions = [json.loads(line)["answer"] for line in FIXTURE_TRAIN.read_text().splitlines()]
+    assert any("#### 1,007" in s for s in solutions)  # a comma number is among them
+    for solution in solutions:
+        gold, text = parse_gold(solution), solution.split("####")[-1].strip()
+        assert math_equal(text, gold), text
+        assert not math_equal(str(Decimal(gold) + 1), gold), text
+
+
 def test_agrees_with_parse_gold_on_first_500_training_answers():
-    if not TRAIN.is_file():
-        pytest.skip(f"GSM8K data not found at {TRAIN}")
+    if TRAIN is None or not TRAIN.is_file():
+        pytest.skip("set TRICE_DATA_DIR to a directory with gsm8k/train.jsonl (the GSM8K training split) to run "
+                    "the checks against the real data")
     with TRAIN.open() as f:
         solutions = [json.loads(next(f))["answer"] for _ in range(500)]
     for solution in solutions:

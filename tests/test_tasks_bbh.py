@@ -1,11 +1,15 @@
 """BIG-Bench Hard: loading, the per-task 60/40 split, CoT exemplars, and the answer check.
 
-The data tests read /work/shared/data/bbh (never copied into the project) and are skipped when it
-is missing. The check is compared with lm-evaluation-harness's BBH CoT rule, re-implemented below
+The loader is tested anywhere on small synthetic files in the BIG-Bench-Hard layout
+(tests/fixtures/data/bbh: three tasks of toy questions and cot-prompts written for these tests). The
+checks against the real data run where $TRICE_DATA_DIR names a directory holding bbh/ (the 27 task
+files and cot-prompts/; never copied into the project) and are skipped, saying so, elsewhere. The
+check is compared with lm-evaluation-harness's BBH CoT rule, re-implemented below
 (bbh/cot_fewshot: regex "(?<=the answer is )(.*)(?=.)", take_first, exact_match).
 """
 
 import json
+import os
 import re
 import sys
 import types
@@ -17,10 +21,13 @@ from trice.errors import TriceError
 from trice.tasks import get_task
 from trice.tasks.bbh import TASKS, BBHTask, bbh_correct, parse_cot_prompt
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BBH = DATA / "bbh"
-needs_data = pytest.mark.skipif(not (BBH / "cot-prompts").is_dir(),
-                                reason=f"shared BBH data not found at {BBH}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"  # synthetic, in the BIG-Bench-Hard layout
+DATA = Path(os.environ["TRICE_DATA_DIR"]).expanduser() if os.environ.get("TRICE_DATA_DIR") else None
+BBH = DATA / "bbh" if DATA is not None else None
+needs_data = pytest.mark.skipif(
+    BBH is None or not (BBH / "cot-prompts").is_dir(),
+    reason="set TRICE_DATA_DIR to a directory with bbh/ (the BIG-Bench Hard <task>.json files and "
+           "cot-prompts/) to run the checks against the real data")
 
 
 def lm_eval_verdict(response: str, target: str) -> bool:
@@ -40,7 +47,7 @@ def singles():
     return {name: get_task(f"bbh/{name}", data_dir=str(BBH)) for name in TASKS}
 
 
-# --- the shared data -------------------------------------------------------------------------
+# --- the real data ($TRICE_DATA_DIR) -----------------------------------------------------------
 @needs_data
 def test_27_tasks_and_6511_examples(combined, singles):
     assert len(TASKS) == 27 == len(list(BBH.glob("*.json")))
@@ -111,6 +118,122 @@ def test_trice_data_dir_root_is_used(monkeypatch):
     monkeypatch.setenv("TRICE_DATA_DIR", str(DATA))
     task = get_task("bbh/navigate")
     assert task.source == str(BBH) and len(task.train) == 150 and len(task.exemplars) == 3
+
+
+# --- the synthetic fixtures (tests/fixtures/data/bbh): the same behaviour, anywhere ----------
+FIXTURE_BBH = FIXTURES / "bbh"
+FIXTURE_TASKS = ("boolean_expressions", "date_understanding", "object_counting")
+HOW = ["data_dir", "data_dir root", "TRICE_DATA_DIR"]
+
+
+def _fixture_task(name, monkeypatch, how="data_dir", seed=0):
+    """``bbh/<name>`` (or ``bbh`` for the fixture's tasks together) from the fixtures, through ``data_dir``
+    (the bbh folder or the root above it) or ``$TRICE_DATA_DIR``."""
+    if how == "TRICE_DATA_DIR":
+        monkeypatch.setenv("TRICE_DATA_DIR", str(FIXTURES))
+        return BBHTask(name, seed=seed) if isinstance(name, list) else get_task(f"bbh/{name}", seed=seed)
+    monkeypatch.delenv("TRICE_DATA_DIR", raising=False)
+    root = str(FIXTURES if how == "data_dir root" else FIXTURE_BBH)
+    if isinstance(name, list):
+        return BBHTask(name, data_dir=root, seed=seed)
+    return get_task(f"bbh/{name}", data_dir=root, seed=seed)
+
+
+def _fixture_rows(name):
+    return json.loads((FIXTURE_BBH / f"{name}.json").read_text())["examples"]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("name", FIXTURE_TASKS)
+def test_fixture_split_is_60_40_disjoint_and_deterministic(monkeypatch, name, how):
+    task = _fixture_task(name, monkeypatch, how)
+    assert task.source == str(FIXTURE_BBH) and task.name == f"bbh/{name}"
+    rows = _fixture_rows(name)
+    n = len(rows)
+    assert len(task.train) == n * 3 // 5 and len(task.train) + len(task.test) == n  # floor(0.6 n)
+    # every example once, as in the file, and tagged with its task
+    assert sorted((ex.question, ex.answer) for ex in task.train + task.test) == \
+           sorted((r["input"], r["target"]) for r in rows)
+    assert all(ex.meta == {"task": name} for ex in task.train + task.test)
+    assert not {ex.question for ex in task.train} & {ex.question for ex in task.test}
+    again = _fixture_task(name, monkeypatch, how, seed=0)
+    assert [ex.question for ex in again.train] == [ex.question for ex in task.train]
+    assert [ex.question for ex in again.test] == [ex.question for ex in task.test]
+    others = [_fixture_task(name, monkeypatch, how, seed=s) for s in (1, 2, 3)]
+    assert any({ex.question for ex in o.train} != {ex.question for ex in task.train} for o in others)
+
+
+def test_fixture_repeated_question_stays_on_one_side(monkeypatch):
+    rows = _fixture_rows("boolean_expressions")
+    repeated = {r["input"] for r in rows if sum(x["input"] == r["input"] for x in rows) > 1}
+    assert len(repeated) == 1  # the fixture holds one question twice, as the real data holds a few
+    for seed in range(8):
+        task = _fixture_task("boolean_expressions", monkeypatch, seed=seed)
+        sides = [sum(ex.question in repeated for ex in part) for part in (task.train, task.test)]
+        assert sorted(sides) == [0, 2], seed
+        assert len(task.train) == len(rows) * 3 // 5
+
+
+EXPECTED_EXEMPLARS = {  # (question's start, answer) of each block of cot-prompts/<task>.txt
+    "boolean_expressions": [("not True or True is", "True"), ("True and not True is", "False"),
+                            ("False or ( True and True ) is", "True")],
+    "date_understanding": [("Today is 05/10/2002.", "(A)"), ("Today is 07/01/2003.", "(B)"),
+                           ("Today is 12/31/2004.", "(C)")],
+    "object_counting": [("I have a lemon", "3"), ("I have a banana", "1"), ("I have three cherries", "4")],
+}
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("name", FIXTURE_TASKS)
+def test_fixture_cot_exemplars_parse_and_check(monkeypatch, name, how):
+    task = _fixture_task(name, monkeypatch, how)
+    prompt = FIXTURE_BBH / "cot-prompts" / f"{name}.txt"
+    assert [(ex.question[:len(q)], ex.answer) for ex, (q, _) in zip(task.exemplars, EXPECTED_EXEMPLARS[name])] \
+        == EXPECTED_EXEMPLARS[name] and len(task.exemplars) == 3
+    targets = {ex.answer for ex in task.train + task.test}
+    for i, ex in enumerate(task.exemplars, start=1):
+        assert ex.meta == {"task": name, "source": f"{prompt}#{i}"}
+        assert "\nA:" not in ex.question and not ex.question.startswith("Q:")
+        assert ex.rationale.endswith(f"So the answer is {ex.answer}.")
+        assert not ex.rationale.startswith("Let's think step by step")
+        assert ex.rationale in prompt.read_text()  # the block's text as written, multi-line steps kept
+        assert task.check(ex.rationale, ex) and task.is_correct(ex.rationale, ex.answer)
+        assert lm_eval_verdict(ex.rationale, ex.answer)  # lm-eval agrees
+        wrong = _another_answer(ex.answer)
+        assert wrong != ex.answer and not task.is_correct(ex.rationale, wrong)
+        assert ex.answer in targets  # the exemplar's answer is a valid target of the task
+    if name == "date_understanding":  # the question keeps its options
+        assert task.exemplars[0].question.endswith("Options:\n(A) 05/09/2002\n(B) 05/11/2002\n(C) 04/10/2002")
+
+
+@pytest.mark.parametrize("name", FIXTURE_TASKS)
+def test_fixture_check_accepts_right_answers_and_rejects_wrong_ones(monkeypatch, name):
+    task = _fixture_task(name, monkeypatch)
+    for ex in task.train + task.test:
+        right, wrong = f"Step by step. So the answer is {ex.answer}.", f"So the answer is {_another_answer(ex.answer)}."
+        assert task.check(right, ex) and lm_eval_verdict(right, ex.answer)
+        assert not task.check(wrong, ex) and not lm_eval_verdict(wrong, ex.answer)
+        assert not task.check(f"So the answer is {ex.answer}", ex)  # no final period: lm-eval reads one less
+    spelled = {"boolean_expressions": lambda a: a.lower(), "date_understanding": lambda a: a.strip("()"),
+               "object_counting": lambda a: f"{a}.0"}[name]
+    ex = task.test[0]
+    assert task.check(f"So the answer is {spelled(ex.answer)}.", ex)  # an equivalent spelling of the task's kind
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_fixture_combined_task_keeps_each_tasks_split_and_exemplars(monkeypatch, how):
+    combined = _fixture_task(list(FIXTURE_TASKS), monkeypatch, how)
+    singles = {name: _fixture_task(name, monkeypatch, how) for name in FIXTURE_TASKS}
+    assert combined.exemplars is None and combined.task_names == list(FIXTURE_TASKS)
+    assert len(combined.train) + len(combined.test) == sum(len(_fixture_rows(n)) for n in FIXTURE_TASKS)
+    for name, task in singles.items():
+        assert [ex.question for ex in combined.train if ex.meta["task"] == name] == [ex.question for ex in task.train]
+        assert [ex.question for ex in combined.test if ex.meta["task"] == name] == [ex.question for ex in task.test]
+        assert combined.exemplars_by_task[name] == task.exemplars
+    for ex in combined.test:
+        assert combined.exemplars_for(ex) == singles[ex.meta["task"]].exemplars
+        assert combined.check(f"So the answer is {ex.answer}.", ex)
+        assert not combined.check(f"So the answer is {_another_answer(ex.answer)}.", ex)
 
 
 # --- the check vs lm-evaluation-harness ------------------------------------------------------
@@ -273,7 +396,7 @@ def test_hub_failure_and_missing_datasets_are_clear_errors(monkeypatch):
     with pytest.raises(TriceError, match=r"bbh/snarks: cannot load lukaemon/bbh from the hub"):
         get_task("bbh/snarks")
     monkeypatch.setitem(sys.modules, "datasets", None)
-    with pytest.raises(TriceError, match=r"bbh: no local data .* `datasets` package is not installed"):
+    with pytest.raises(TriceError, match=r"bbh(/\w+)?: no local data .* `datasets` package is not installed"):
         get_task("bbh")
 
 

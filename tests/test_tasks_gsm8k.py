@@ -1,14 +1,19 @@
 """GSM8K: loading (local, $TRICE_DATA_DIR, hub), gold parsing, and the numeric answer check.
 
-The data tests read /work/shared/data/gsm8k (never copied into the project) and are skipped when
-it is missing. The reference for "official" is openai/grade-school-math's dataset.py logic,
-re-implemented below.
+The loader is tested anywhere on small synthetic files in the official format
+(tests/fixtures/data/gsm8k: toy questions written for these tests). The checks against the real
+training split run where $TRICE_DATA_DIR names a directory holding gsm8k/train.jsonl (the data is
+never copied into the project) and are skipped, saying so, elsewhere. The reference for "official"
+is openai/grade-school-math's dataset.py logic, re-implemented below.
 """
 
 import json
+import os
 import re
+import shutil
 import sys
 import types
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -17,10 +22,13 @@ from trice.errors import TriceError
 from trice.tasks import Example, get_task
 from trice.tasks.gsm8k import GSM8KTask, gold_rationale, normalize_number, parse_gold
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-GSM8K = DATA / "gsm8k"
-needs_data = pytest.mark.skipif(not (GSM8K / "train.jsonl").is_file(),
-                                reason=f"shared GSM8K data not found at {GSM8K}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"  # synthetic, in the official layout
+DATA = Path(os.environ["TRICE_DATA_DIR"]).expanduser() if os.environ.get("TRICE_DATA_DIR") else None
+GSM8K = DATA / "gsm8k" if DATA is not None else None
+needs_data = pytest.mark.skipif(
+    GSM8K is None or not (GSM8K / "train.jsonl").is_file(),
+    reason="set TRICE_DATA_DIR to a directory with gsm8k/train.jsonl (the GSM8K training split) to run the "
+           "checks against the real data")
 
 # --- the official grade-school-math reference (dataset.py), re-implemented ------------------
 OFFICIAL_ANS_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -50,7 +58,7 @@ def raw_rows():
     return [json.loads(line) for line in (GSM8K / "train.jsonl").read_text().splitlines()]
 
 
-# --- the shared data -------------------------------------------------------------------------
+# --- the real data ($TRICE_DATA_DIR) -----------------------------------------------------------
 @needs_data
 def test_train_has_7473_examples_and_every_gold_parses(gsm8k, raw_rows):
     assert len(gsm8k.train) == 7473 == len(raw_rows)
@@ -82,6 +90,8 @@ def test_every_gold_rationale_is_clean_and_checks_correct(gsm8k):
 
 @needs_data
 def test_missing_test_split_is_a_clear_error_on_use(gsm8k):
+    if (GSM8K / "test.jsonl").is_file():
+        pytest.skip(f"{GSM8K} holds test.jsonl too (the shared data holds the training split only)")
     assert len(gsm8k.train) == 7473  # loading train alone works
     with pytest.raises(TriceError, match=r"gsm8k: no test split: .*test\.jsonl does not exist"):
         gsm8k.test
@@ -92,6 +102,83 @@ def test_trice_data_dir_root_is_used(monkeypatch):
     monkeypatch.setenv("TRICE_DATA_DIR", str(DATA))
     task = get_task("gsm8k")
     assert task.source == str(GSM8K) and len(task.train) == 7473
+
+
+# --- the synthetic fixtures (tests/fixtures/data/gsm8k): the same behaviour, anywhere --------
+FIXTURE_GSM8K = FIXTURES / "gsm8k"
+HOW = ["data_dir", "data_dir root", "TRICE_DATA_DIR"]
+
+
+def _fixture_rows(split):
+    return [json.loads(line) for line in (FIXTURE_GSM8K / f"{split}.jsonl").read_text().splitlines()]
+
+
+def _fixture_task(how, monkeypatch):
+    """The fixture data through ``data_dir`` (the gsm8k folder or the root above it) or ``$TRICE_DATA_DIR``."""
+    if how == "TRICE_DATA_DIR":
+        monkeypatch.setenv("TRICE_DATA_DIR", str(FIXTURES))
+        return get_task("gsm8k")
+    monkeypatch.delenv("TRICE_DATA_DIR", raising=False)
+    return get_task("gsm8k", data_dir=str(FIXTURES if how == "data_dir root" else FIXTURE_GSM8K))
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_fixture_splits_load_and_every_gold_parses(monkeypatch, how):
+    task = _fixture_task(how, monkeypatch)
+    assert task.source == str(FIXTURE_GSM8K)
+    for split in ("train", "test"):
+        rows, examples = _fixture_rows(split), getattr(task, split)
+        assert len(examples) == len(rows) >= 3
+        for n, (ex, row) in enumerate(zip(examples, rows), start=1):
+            assert isinstance(ex, Example) and ex.question == row["question"]
+            assert ex.answer == official_extract_answer(row["answer"]) != INVALID_ANS
+            assert ex.meta == {"solution": row["answer"], "source": f"{FIXTURE_GSM8K / (split + '.jsonl')}:{n}"}
+    golds = {row["answer"].split("####")[-1].strip(): ex.answer for row, ex in zip(_fixture_rows("train"), task.train)}
+    assert golds["1,007"] == "1007" and golds["1.5"] == "1.5"  # commas dropped, decimals kept
+
+
+def test_fixture_gold_rationales_are_clean_and_check_correct(monkeypatch):
+    task = _fixture_task("data_dir", monkeypatch)
+    for ex in task.train + task.test:
+        assert "<<" not in ex.rationale and ">>" not in ex.rationale and "####" not in ex.rationale
+        assert ex.rationale.endswith(f"\nThe answer is {ex.answer}.")
+        assert task.check(ex.rationale, ex) and task.is_correct(ex.rationale, ex.answer)
+    by_answer = {ex.answer: ex.rationale for ex in task.train}
+    assert by_answer["1007"] == "It sold 1000 + 7 = 1007 apples in all.\nThe answer is 1007."
+    assert by_answer["12"] == ("He gives away 24 / 2 = 12 muffins.\nHe keeps 24 - 12 = 12 muffins.\n"
+                               "The answer is 12.")  # every annotation of a multi-step solution removed
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_fixture_check_agrees_with_official_on_right_and_wrong_answers(monkeypatch, how):
+    task = _fixture_task(how, monkeypatch)
+    for split in ("train", "test"):
+        for ex, row in zip(getattr(task, split), _fixture_rows(split)):
+            body = row["answer"].split("####")[0]
+            wrong = str(Decimal(ex.answer) + 1)
+            assert task.check(f"{body}\nThe answer is {ex.answer}.", ex) is True
+            assert official_is_correct(f"{body}\n#### {ex.answer}", row) is True
+            assert task.check(f"{body}\nThe answer is {wrong}.", ex) is False
+            assert official_is_correct(f"{body}\n#### {wrong}", row) is False
+    ex = next(ex for ex in task.train if ex.answer == "1007")
+    assert task.check("So the answer is $1,007.00.", ex) and task.check("So the answer is 1007", ex)
+    assert not task.check("So the answer is 1,007 apples.", ex) and not task.check("So the answer is 107.", ex)
+
+
+def test_fixture_train_split_alone_loads_and_the_test_split_is_a_clear_error(tmp_path):
+    shutil.copy(FIXTURE_GSM8K / "train.jsonl", tmp_path / "train.jsonl")
+    task = get_task("gsm8k", data_dir=str(tmp_path))
+    assert [ex.question for ex in task.train] == [row["question"] for row in _fixture_rows("train")]
+    with pytest.raises(TriceError, match=r"gsm8k: no test split: .*test\.jsonl does not exist"):
+        task.test
+
+
+def test_trice_data_dir_without_gsm8k_falls_through_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRICE_DATA_DIR", str(FIXTURES / "bbh"))  # a directory, but no gsm8k/ in it
+    monkeypatch.setitem(sys.modules, "datasets",
+                        types.SimpleNamespace(load_dataset=lambda *a, **k: {"train": TOY[:3], "test": TOY[3:]}))
+    task = get_task("gsm8k")
+    assert task.source == "hub:openai/gsm8k" and len(task.train) == 3
 
 
 # --- parsing and the check -------------------------------------------------------------------
@@ -172,6 +259,25 @@ def test_malformed_files_give_one_line_errors(tmp_path, rows, message):
     with pytest.raises(TriceError, match=message) as info:
         get_task("gsm8k", data_dir=str(tmp_path)).train
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("value, shown", [({"value": 3}, "object {'value': 3}"), ([3], "list [3]"),
+                                          (True, "true/false True")])
+def test_an_answer_that_is_not_text_is_refused_at_load_naming_file_and_line(tmp_path, value, shown):
+    """An answer given as an object would otherwise be compared as its JSON text: no rationale would ever
+    be right. gsm8k and jsonl: refuse it at load, in one line naming the file and the line."""
+    path = _write(tmp_path / "train.jsonl", [TOY[0], {"question": "Toy: 1 + 2?", "answer": value}])
+    expected = f"{path}:2: field 'answer' must be a string or a number, got {shown}"
+    with pytest.raises(TriceError) as info:
+        get_task("gsm8k", data_dir=str(tmp_path)).train
+    assert str(info.value) == expected
+    with pytest.raises(TriceError) as info:
+        get_task(f"jsonl:{path}")
+    assert str(info.value) == expected
+    # a number is an answer's text as JSON writes it, not refused
+    _write(path, [{"question": "Toy: 1 + 2?", "answer": 3}, {"question": "Toy: 1 + 1.5?", "answer": 2.5}])
+    task = get_task(f"jsonl:{path}", test_fraction=0.0)
+    assert sorted(ex.answer for ex in task.train) == ["2.5", "3"]
 
 
 # --- the hub path (no network: a stand-in `datasets` module) ---------------------------------

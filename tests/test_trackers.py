@@ -13,8 +13,8 @@ import pytest
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.errors import TriceError
-from trice.run import RunDir
-from trice.trackers import NoTracker
+from trice.artifacts.run_dir import RunDir
+from trice.artifacts.trackers import NoTracker
 
 
 def expected_points(records: list[dict]) -> dict[str, list[tuple[int, float]]]:
@@ -108,6 +108,9 @@ def item_key(item) -> str:
 def offline_wandb(tmp_path, monkeypatch):
     for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME"):
         monkeypatch.delenv(name, raising=False)
+    # wandb sets WANDB_SERVICE when it starts its service: recorded here so that the test leaves it unset
+    monkeypatch.setenv("WANDB_SERVICE", "")
+    monkeypatch.delenv("WANDB_SERVICE")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONSOLE", "off")  # leave pytest's capture of stdout alone
