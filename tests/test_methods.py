@@ -8,7 +8,7 @@ import torch
 from tiny import coin_task, make_tiny_lm
 from trice import TrainConfig, train
 from trice.methods import METHODS
-from trice.methods.k_samples import KSampleMethod
+from trice.estimators.policy_gradient import rejection_sampling_coefficients, rloo_coefficients
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -60,16 +60,16 @@ def test_each_method_changes_trainable_and_only_trainable_parameters(tmp_path, m
 
 def test_rloo_and_rs_coefficients():
     reward = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
-    rloo = KSampleMethod("rloo", 4).coefficients(reward)
+    rloo = rloo_coefficients(reward) * reward.numel()  # (the 1 / (k M) aside)
     assert rloo[0].tolist() == pytest.approx([1 - 1 / 3, -2 / 3, -2 / 3, 1 - 1 / 3])
     assert rloo[1].abs().sum() == 0  # a group with no reward difference gives no gradient
     assert rloo.sum(1).tolist() == pytest.approx([0.0, 0.0])  # leave-one-out advantages sum to 0
-    assert KSampleMethod("rs", 4).coefficients(reward).tolist() == reward.tolist()
+    assert (rejection_sampling_coefficients(reward) * reward.numel()).tolist() == reward.tolist()
 
 
 def test_star_does_not_start_an_iteration_the_token_budget_cannot_pay_for(tmp_path):
-    """With room for one collection but not two, STaR ends after its first full iteration (instead of
-    collecting again and being cut one step after resetting to theta_0)."""
+    """With room for one collection but not two, STaR does not collect again (which would reset it to theta_0
+    and be cut a step later): its first iteration goes on fine-tuning on its kept set until the run ends."""
     def run(budget, out):
         model, tok = make_tiny_lm(0)
         config = TrainConfig(method="star", params="lora", steps=9, batch_size=4, star_inner_steps=3,
@@ -82,8 +82,11 @@ def test_star_does_not_start_an_iteration_the_token_budget_cannot_pay_for(tmp_pa
     assert unlimited["steps_done"] == 9 and unlimited["tokens_sampled"] > 2 * first_collection
     budget = int(first_collection * 1.5)  # one collection fits, a second would not
     limited = run(budget, "budget")
-    assert limited["steps_done"] == 3  # exactly one whole iteration
+    steps = [json.loads(line) for line in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in line]
+    assert limited["steps_done"] == 9 and [s["step"] for s in steps if s["outer_restart"]] == [1]
     assert limited["tokens_sampled"] == first_collection <= budget
+    assert all(s["sequences_scored"] > 0 for s in steps)  # every step trained on the kept set
 
 
 def test_trice_auto_rule_uses_past_steps_only():

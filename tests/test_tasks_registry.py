@@ -98,3 +98,24 @@ def test_gym_container_options_pass_through():
     wrong type; a YAML list is given as a tuple where the config wants one."""
     task = get_task("gym/basic_arithmetic", n_train=20, n_test=2, operators=["+"], min_terms=2, max_terms=2)
     assert all("+" in e.question and not any(op in e.question for op in ("*", "/", " - ")) for e in task.train)
+
+
+def test_the_questions_depend_on_the_data_seed_not_the_training_seed(tmp_path):
+    """Runs of different training seeds evaluate on the same held-out questions (the intervals over seeds then
+    hold training noise only); a run directory from before data_seed keeps the data its seed drew."""
+    import yaml
+
+    from trice import TrainConfig
+    from trice.artifacts.run_dir import RunDir
+    from trice.tasks import task_from_config
+
+    def questions(**kw):
+        task = task_from_config(TrainConfig(task="gym/chain_sum", task_options={"n_train": 6, "n_test": 6}, **kw))
+        return [e.question for e in task.train], [e.question for e in task.test]
+
+    assert questions(seed=0) == questions(seed=1) == questions(seed=2, data_seed=0)
+    assert questions(seed=0, data_seed=1) != questions(seed=0)
+    config = TrainConfig(seed=2).to_dict()
+    del config["data_seed"]  # a 0.1 run directory
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert RunDir(tmp_path).config().data_seed == 2

@@ -41,6 +41,7 @@ def perturb(t, task):
     t.scheduler.step()
     t.loop.step, t.loop.sequences_scored, t.loop.order = 7, 99, [3, 1]
     t.loop.tokens_scored, t.loop.tokens_forward, t.loop.next_curve_point, t.loop.bad_steps = 1234, 56, 4, 2
+    t.loop.step_costs = [11.0, 12.0]
     t.loop.accuracy_before, t.loop.verdicts_before, t.loop.last_eval = 0.25, [True, False], (7, 0.5, [True])
     t.loop.variance.update(t.params)
     t.sampler.tokens += 1000

@@ -8,4 +8,6 @@ PROMPT_FORMATS = ("auto", "plain", "chat")  # trice.prompts
 SAMPLERS = ("torch", "vllm")  # who samples rationales (trice.generation)
 TRACKERS = ("none", "tensorboard", "wandb", "trackio")  # --report-to, as transformers names them
 ANSWER_TYPES = ("auto", "exact", "number", "math")  # how hf: tasks compare answers (trice.tasks.hf)
-ON_TOO_LONG = ("drop", "error")  # questions that do not fit in the model's context (trice.training.setup)
+ON_TOO_LONG = ("drop", "error")
+GRPO_LOSS_TYPES = ("dapo", "grpo", "dr_grpo")  # TRL's GRPOConfig.loss_type (its default first)
+GRPO_SCALE_REWARDS = ("group", "batch", "none")  # TRL's GRPOConfig.scale_rewards (its default first)  # questions that do not fit in the model's context (trice.training.setup)

@@ -20,6 +20,8 @@ import yaml
 from .choices import (
     ANSWER_TYPES,
     DTYPES,
+    GRPO_LOSS_TYPES,
+    GRPO_SCALE_REWARDS,
     ON_TOO_LONG,
     PARAMS,
     PROMPT_FORMATS,
@@ -75,9 +77,14 @@ class TrainConfig:
     method: str = _f("trice-auto", "trice-auto (trice-nocv below 0.7 running acceptance, trice above; measured in "
                      "docs/estimator-variance.md), trice (the paper's: CV, subsampled), trice-full (CV), trice-nocv "
                      "(basic), or a baseline: "
-                     "star, star-norat, rs, rloo, pt-direct, sft-gold, fewshot-cot, or a likelihood-based peer: "
+                     "star, star-norat, rs, rloo, grpo (TRL's), pt-direct, sft-gold, fewshot-cot, or a likelihood-based peer: "
                      "trice-soft, jepo, latro (ALGORITHM.md 6)", choices=METHODS)
-    k: int = _f(4, "samples per example for rs, rloo, jepo and latro")
+    k: int = _f(4, "samples per example for rs, rloo, grpo (TRL's num_generations; TRL's default is 8), jepo and latro")
+    grpo_loss_type: str = _f("dapo", "grpo: how token losses are normalised, as TRL's loss_type (dapo: by the tokens of "
+                                     "the whole batch; grpo: per sequence; dr_grpo: by max_new_tokens)",
+                             choices=GRPO_LOSS_TYPES)
+    grpo_scale_rewards: str = _f("group", "grpo: advantages divided by the group's reward std (group), the batch's "
+                                          "(batch) or not (none), as TRL's scale_rewards", choices=GRPO_SCALE_REWARDS)
     latro_kl: float = _f(0.05, "latro: weight of the KL penalty to the initial policy")
     star_inner_steps: int = _f(20, "STaR: fine-tuning steps per outer iteration")
     steps: int = _f(100, "optimiser steps")
@@ -115,7 +122,9 @@ class TrainConfig:
     checkpoint_every: int = _f(10, "save a checkpoint every N steps (0: only on SIGINT/SIGTERM)")
     keep_checkpoints: int = _f(2, "checkpoints kept on disk (the newest; older ones are deleted)")
     max_bad_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
-    seed: int = _f(0, "random seed")
+    seed: int = _f(0, "random seed of training (sampling, the subsample, the minibatch order)")
+    data_seed: int = _f(0, "random seed of the task's data: generated questions and the train/held-out split, kept "
+                           "the same across training seeds so that runs compare on the same questions")
     report_to: str = _f("none", "also log every metric to an experiment tracker, as transformers names them",
                         choices=TRACKERS)
     out: str | None = _f(None, "run directory (default runs/<task>-<method>-<time>)")
@@ -164,7 +173,7 @@ class TrainConfig:
         need(self.num_exemplars >= 0 and self.exemplar_search >= 1, "num_exemplars must be >= 0 and exemplar_search >= 1")
         need(self.lora_r >= 1 and self.sample_batch_size >= 1 and self.score_batch_size >= 1,
              "lora_r, sample_batch_size and score_batch_size must be >= 1")
-        need(self.k >= 2 or self.method not in ("rs", "rloo"), f"k must be >= 2 for {self.method}, got {self.k}")
+        need(self.k >= 2 or self.method not in ("rs", "rloo", "grpo"), f"k must be >= 2 for {self.method}, got {self.k}")
         need(self.star_inner_steps >= 1, f"star_inner_steps must be >= 1, got {self.star_inner_steps}")
         need(self.n_train is None or self.n_train >= 2, f"n_train must be >= 2, got {self.n_train}")
         need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")

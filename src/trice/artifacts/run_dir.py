@@ -113,6 +113,9 @@ class RunDir:
         if not self.config_path.exists():
             raise TriceError(f"{self.path} is not a trice run directory (no config.yaml)")
         config = TrainConfig.from_yaml(self.config_path)
-        if "prompt_format" not in self.config_path.read_text(encoding="utf-8"):
+        saved = self.config_path.read_text(encoding="utf-8")
+        if "prompt_format" not in saved:
             config.prompt_format = "plain"  # runs from before prompt formats were plain text
+        if "data_seed" not in saved:
+            config.data_seed = config.seed  # runs from before data_seed drew their data with the training seed
         return config

@@ -5,7 +5,7 @@ Each returns per-sequence loss coefficients, so the loss is ``-sum_i coefs[i] * 
 log p summed over the sequence's tokens, as every trice method's. GRPO follows TRL 1.16's ``GRPOTrainer``
 with one optimisation step per generation batch (``num_iterations=1``, so the importance ratio is 1 and
 clipping never acts, ``beta=0``): its per-token loss -A_i log p_t, normalised as ``loss_type`` says, has
-the gradient of these per-sequence coefficients (tests/trl/test_grpo_equals_trl.py checks it against
+the gradient of these per-sequence coefficients (tests/against_trl/test_grpo_equals_trl.py checks it against
 TRL's own loss). Written by hand because TRL's loss lives inside its trainer.
 
 >>> import torch
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import GRPO_LOSS_TYPES as LOSS_TYPES, GRPO_SCALE_REWARDS as SCALE_REWARDS
 from .leave_one_out import leave_one_out_mean
 
-LOSS_TYPES = ("dapo", "grpo", "dr_grpo")  # TRL's default first
-SCALE_REWARDS = ("group", "batch", "none")
 STD_EPSILON = 1e-4  # TRL adds it to the standard deviation
 
 

@@ -8,7 +8,8 @@ directory under ``OUT/<method>-seed<seed>``. The budget is ``compute_budget`` in
 questions) and PNG plots (see :mod:`trice.experiments.plots`).
 
 A method name may carry a tool, ``METHOD+TOOL`` (e.g. ``trice+calculator``): that method with
-``tools=TOOL`` (:mod:`trice.tools`), so one comparison holds a method with and without the tool.
+``tools=TOOL`` (:mod:`trice.tools`), so one comparison holds a method with and without the tool; and config
+overrides, ``METHOD@KEY=VALUE`` (e.g. ``grpo@k=8``), so one holds a method at two settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import csv
 import dataclasses
 import math
 import time
+
+import yaml
 from pathlib import Path
 
 from ..artifacts.run_dir import RunDir
@@ -30,17 +33,30 @@ from ..tools import TOOLS
 COLUMNS = ["method", "seed", "greedy_accuracy_before", "greedy_accuracy", "change", "questions_gained",
            "questions_lost", "sc_accuracy", "tokens_sampled", "tokens_scored", "token_passes", "sequences_scored",
            "steps_done", "wall_seconds", "memory_coverage", "n_eval"]
+
+
 def method_config(base: TrainConfig, name: str) -> TrainConfig:
-    """The config of ``name``: a method, or ``METHOD+TOOL`` (the method with that tool).
+    """The config of ``name``: a method, ``METHOD+TOOL`` (the method with that tool), and either followed by
+    ``@KEY=VALUE`` config overrides (``grpo@k=8``: GRPO with TRL's default group size).
 
     >>> method_config(TrainConfig(), "star+calculator").method, method_config(TrainConfig(), "star+calculator").tools
     ('star', 'calculator')
+    >>> method_config(TrainConfig(), "grpo@k=8@grpo_loss_type=grpo").k
+    8
     """
-    method, _, tool = name.partition("+")
+    head, *overrides = name.split("@")
+    method, _, tool = head.partition("+")
     if method not in METHODS or (tool and tool not in TOOLS):
         raise TriceError(f"unknown method {name!r}: choose from {', '.join(METHODS)}, optionally as "
-                         f"METHOD+TOOL with a tool from {', '.join(t for t in TOOLS if t != 'none')}")
-    return dataclasses.replace(base, method=method, **({"tools": tool} if tool else {})).validate()
+                         f"METHOD+TOOL with a tool from {', '.join(t for t in TOOLS if t != 'none')}, and "
+                         "@KEY=VALUE config overrides")
+    changes = {"method": method, **({"tools": tool} if tool else {})}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TrainConfig.__dataclass_fields__ or key in ("method", "seed", "out"):
+            raise TriceError(f"{name!r}: {item!r} is not KEY=VALUE with KEY a config key (not method, seed or out)")
+        changes[key] = yaml.safe_load(value)
+    return dataclasses.replace(base, **changes).validate()
 
 
 def compare(base: TrainConfig, methods: list[str], seeds: list[int], out: str | Path, train_fn=None,

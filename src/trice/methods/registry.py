@@ -14,6 +14,7 @@ importing torch. tests/test_import_graph.py counts these paths as imports.
 | star, star-norat | kept correct (or rationalised) rationales | 1 / M |
 | rs | correct samples among k | 1 / (k M) |
 | rloo | all k samples | (reward - leave-one-out mean) / (k M) |
+| grpo | all k samples | TRL's GRPO: (reward - group mean) / (std + 1e-4), normalised by tokens (dapo, grpo, dr_grpo) |
 | pt-direct | the answer alone | 1 / M |
 | sft-gold | the gold rationale | 1 / M |
 | fewshot-cot | nothing (evaluation only) | |
@@ -64,6 +65,8 @@ _SPECS: dict[str, MethodSpec] = {
                              options={"star_inner_steps": "inner_steps"}),
     "rs": MethodSpec("trice.methods.k_samples", "KSampleMethod", {"name": "rs"}, options=_K),
     "rloo": MethodSpec("trice.methods.k_samples", "KSampleMethod", {"name": "rloo"}, options=_K),
+    "grpo": MethodSpec("trice.methods.k_samples", "KSampleMethod", {"name": "grpo"},
+                       options={"k": "k", "grpo_loss_type": "loss_type", "grpo_scale_rewards": "scale_rewards"}),
     "pt-direct": MethodSpec("trice.methods.supervised", "DirectPromptTuning"),
     "sft-gold": MethodSpec("trice.methods.supervised", "GoldRationales"),
     "fewshot-cot": MethodSpec("trice.methods.supervised", "FewShotCoT"),

@@ -5,7 +5,8 @@ rationalises the wrong ones with the hinted guide (``star``; ``star-norat`` skip
 correct ones (questions with none are dropped) and fine-tunes *from the initial parameters* on
 them for ``star_inner_steps`` steps (weight 1 per kept rationale, minibatches of M). Under a token or
 compute budget, an iteration that would overrun it (it costs about what the previous one did) is not
-started.
+started: the current iteration goes on instead (more fine-tuning steps on its kept set, from where it is)
+until the loop's budget rule ends the run, so STaR spends its budget as the other methods do.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class STaR(Method):
         self.collection_accuracy = 0.0  # fraction of its samples that were right before rationalisation
         self.iteration_start = 0  # budget spent when the latest iteration started (ctx.budget's unit)
         self.iteration_passes = 0  # what the previous iteration cost (collection and inner steps), same unit
+        self.extending = False  # no further iteration fits the budget: the latest one trains on
         self.initial: list[torch.Tensor] = []
 
     def coverage(self) -> float | None:  # its latest collection (hint-rationalised ones included)
@@ -37,7 +39,8 @@ class STaR(Method):
         return {"dataset": list(self.dataset), "covered": self.covered.clone(), "steps_done": self.steps_done,
                 "collection_accuracy": self.collection_accuracy,
                 "initial": [p.clone() for p in self.initial],
-                "iteration_start": self.iteration_start, "iteration_passes": self.iteration_passes}
+                "iteration_start": self.iteration_start, "iteration_passes": self.iteration_passes,
+                "extending": self.extending}
 
     def load_state_dict(self, state) -> None:
         self.dataset, self.covered = list(state["dataset"]), state["covered"].clone()
@@ -45,6 +48,7 @@ class STaR(Method):
         self.collection_accuracy = state.get("collection_accuracy", 0.0)
         self.iteration_start = state.get("iteration_start", 0)
         self.iteration_passes = state.get("iteration_passes", 0)
+        self.extending = state.get("extending", False)
 
     def _collect(self, ctx: Context) -> None:
         train = ctx.train_set
@@ -63,14 +67,16 @@ class STaR(Method):
         self.covered = torch.tensor(correct, dtype=torch.bool)
 
     def step(self, ctx: Context, batch: list[int]) -> Weighted:
-        restart = self.steps_done % self.inner_steps == 0
+        restart = self.steps_done % self.inner_steps == 0 and not self.extending
         budget = ctx.budget
         if restart and self.steps_done and budget is not None and budget.limited:
             self.iteration_passes = budget.used() - self.iteration_start
             if not budget.fits(self.iteration_passes):
                 # Another iteration would overrun the budget (it costs about what the last one did) and be
-                # cut after a step or two from theta_0: stop with the finished one.
-                return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
+                # cut after a step or two from theta_0: the finished one goes on training instead.
+                self.extending, restart = True, False
+                if not self.dataset:  # nothing to train on: end the run here
+                    return Weighted([], [], torch.zeros(0, dtype=torch.float64), {}, stop=True)
         if restart:
             self.iteration_start = budget.used() if budget is not None else 0
             # a new outer iteration: collect with the current model, then restart from theta_0

@@ -72,14 +72,15 @@ def _batch_logprobs(policy, prompt_ids, cont_ids, chosen=None):
     kept = torch.arange(lc, device=device)[None, :] >= (lc - lengths)[:, None]  # [n, lc], right-aligned
     ids = [torch.tensor(c, dtype=torch.long) for c in cont_ids if c]
     targets = torch.cat(ids).to(device) if ids else torch.zeros(0, dtype=torch.long, device=device)
-    logprobs = torch.zeros(n, lc, dtype=torch.float32, device=device)
+    acc = torch.promote_types(embeds.dtype, torch.float32)  # log-probs in float32, or float64 for a float64 model
+    logprobs = torch.zeros(n, lc, dtype=acc, device=device)
     head = policy.base_model.get_output_embeddings()
     if head is None or not _plain_head(policy.base_model.config):  # logits post-processed by the model
         logits = policy.forward(embeds, mask, position_ids=positions, past_key_values=cache,
                                 use_cache=cache is not None, logits_to_keep=keep).logits
         if logits.shape[1] != lc:  # the model ignored logits_to_keep
             logits = logits[:, keep]
-        flat = -torch.nn.functional.cross_entropy(logits[kept].float(), targets, reduction="none")
+        flat = -torch.nn.functional.cross_entropy(logits[kept].to(acc), targets, reduction="none")
     else:
         # The transformer's last hidden states, then the LM head over chunks of the real continuation
         # tokens: the [rows, length, vocab] logits never exist whole.
@@ -90,9 +91,9 @@ def _batch_logprobs(policy, prompt_ids, cont_ids, chosen=None):
         model_tokens = torch.tensor([f for c, ids in zip(chosen, cont_ids) for f in (c or [True] * len(ids))],
                                     dtype=torch.bool, device=device)
         flat = torch.where(model_tokens, flat, torch.zeros_like(flat))  # no gradient through a tool's tokens
-        logprobs = logprobs.masked_scatter(cont_mask, flat.float())
+        logprobs = logprobs.masked_scatter(cont_mask, flat.to(acc))
         return logprobs, cont_mask.masked_scatter(cont_mask, model_tokens)
-    logprobs = logprobs.masked_scatter(cont_mask, flat.float())
+    logprobs = logprobs.masked_scatter(cont_mask, flat.to(acc))
     return logprobs, cont_mask
 
 
@@ -106,7 +107,8 @@ def _plain_head(config) -> bool:
 
 
 def _chunk_logprobs(head, hidden, targets):
-    logits = head(hidden).float()
+    logits = head(hidden)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least
     return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
@@ -177,6 +179,13 @@ def weighted_backward(policy, prompts: list[str], continuations: list[str], coef
         part.backward()
         loss += part.detach()
     return loss, count_tokens(policy.tokenizer, prompts, continuations)
+
+
+def continuation_lengths(tokenizer, continuations: list[str]) -> list[int]:
+    """The tokens of each continuation that the model chose and the scorer scores (a tool's marked spans are
+    context, not counted): GRPO's |o_i|."""
+    ids, chosen = _encode_marked(tokenizer, continuations)
+    return [len(x) if c is None else sum(c) for x, c in zip(ids, chosen)]
 
 
 def count_tokens(tokenizer, prompts: list[str], continuations: list[str]) -> int:

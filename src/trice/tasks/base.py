@@ -103,6 +103,28 @@ class Task:
 
         return world().map_rows(len(rationales), lambda mine: [self.verdict(rationales[i], examples[i]) for i in mine])
 
+    def reward(self, rationale: str, example: Example) -> float:
+        """A scalar reward for reward-driven methods (``grpo``): the ``--reward`` functions' weighted sum when
+        the task checks with them (:mod:`trice.tasks.rewards`; NaN when every function returned None), else
+        1.0 or 0.0 from :meth:`verdict`. Isolated as :meth:`verdict`: a reward function that raises or times
+        out gives NaN (the completion is left out of the group statistics) and is reported once."""
+        score = getattr(self.check, "score", None)
+        if score is None:
+            return float(self.verdict(rationale, example))
+        try:
+            with _time_limit(self.checker_timeout):
+                return float(score(visible(rationale), example))
+        except Exception as exc:  # noqa: BLE001 - a failing reward leaves the completion unscored
+            self._warn_once(type(exc).__name__, f"{self._checker_label()} raised {type(exc).__name__}: "
+                            f"{exc}; such rationales get no reward (reported once per task)")
+            return float("nan")
+
+    def rewards(self, rationales: list[str], examples: list[Example]) -> list[float]:
+        """:meth:`reward` of each pair, split across processes as :meth:`verdicts`."""
+        from ..runtime.distributed import world
+
+        return world().map_rows(len(rationales), lambda mine: [self.reward(rationales[i], examples[i]) for i in mine])
+
     def _checker_label(self) -> str:
         name = getattr(self, "checker_name", None)
         return f"checker {name!r} of task {self.name}" if name else f"checker of task {self.name}"

@@ -79,7 +79,7 @@ def task_from_config(config) -> Task:
         options[flag] = value
     if config.reward_threshold != defaults["reward_threshold"] and not config.reward:
         raise TriceError("--reward-threshold needs --reward (a reward function to threshold)")
-    task = get_task(config.task, data_dir=config.data_dir, seed=config.seed, **options)
+    task = get_task(config.task, data_dir=config.data_dir, seed=config.data_seed, **options)
     if config.reward:
         from .rewards import use_rewards
 

@@ -136,11 +136,15 @@ class RewardChecker:
         return out
 
     def score(self, rationale: str, example: Example) -> float:
-        """The weighted sum of the rewards, Nones left out (TRL's nansum)."""
-        return sum(w * r for w, r in zip(self.weights, self.rewards(rationale, example)) if r is not None)
+        """The weighted sum of the rewards, Nones left out (TRL's nansum); NaN when every function returned
+        None (TRL then leaves the completion out of its group statistics)."""
+        rewards = self.rewards(rationale, example)
+        if all(r is None for r in rewards):
+            return math.nan
+        return sum(w * r for w, r in zip(self.weights, rewards) if r is not None)
 
     def __call__(self, rationale: str, example: Example) -> bool:
-        return self.score(rationale, example) > self.threshold
+        return self.score(rationale, example) > self.threshold  # (NaN: not above, so wrong)
 
 
 async def _awaited(awaitable):

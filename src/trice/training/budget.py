@@ -22,6 +22,7 @@ charged; its sampled tokens are reported apart.
 from __future__ import annotations
 
 PASSES_PER_SCORED_TOKEN = 3  # forward + backward (about twice the forward)
+COST_WINDOW = 5  # steps whose mean cost predicts the next step's
 
 
 def token_passes(tokens_sampled: int, tokens_scored: int, tokens_forward: int = 0) -> int:
@@ -70,3 +71,17 @@ class Budget:
     def fits(self, cost: float) -> bool:
         """Whether spending ``cost`` more (in the budget's unit) stays within the budget."""
         return self.used() + cost <= self.total()
+
+    def predicted_step(self) -> float:
+        """The next step's cost, predicted as the mean cost of the latest steps (``COST_WINDOW``); 0 before any."""
+        costs = self.loop.step_costs[-COST_WINDOW:]
+        return sum(costs) / len(costs) if costs else 0.0
+
+    def allows_step(self) -> bool:
+        """Whether the next step may start: its predicted cost fits in what is left. So a run ends within
+        about one step's cost under its budget instead of passing it by one."""
+        return not self.limited or self.fits(self.predicted_step())
+
+    def record_step(self, used_before: float) -> None:
+        """Note what the step that started at ``used_before`` cost."""
+        self.loop.step_costs = (self.loop.step_costs + [self.used() - used_before])[-COST_WINDOW:]

@@ -95,7 +95,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
             steps = config.steps if t.method.trains else 0
             bar = progress.add_task("training", total=steps, completed=t.loop.step)
             for step in range(t.loop.step + 1, steps + 1):
-                if t.budget.limited and t.budget.spent() >= 1:
+                if not t.budget.allows_step():  # its predicted cost would pass the budget
                     break
                 if not _step(t, ctx, step, here, progress, bar):
                     break
@@ -141,6 +141,7 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     """One training step (False: the method stopped the run, e.g. STaR out of budget)."""
     config, loop = t.config, t.loop
     mark = t.mark()  # a stop during this step's sampling rolls back to here
+    used_before = t.budget.used()
     try:
         # 1. Minibatch of M examples from an epoch-wise random permutation.
         if len(loop.order) < config.batch_size:
@@ -198,6 +199,8 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
         t.optimizer.zero_grad(set_to_none=True)
     t.scheduler.step()
     t_score = time.perf_counter() - t_score
+    if not weighted.restart:  # (a step that starts STaR's outer iteration costs the iteration, which STaR budgets)
+        t.budget.record_step(used_before)
 
     # 4. Metrics; the step is complete.
     t.run.log({"step": step, **weighted.metrics, "loss": loss.item(), "grad_norm": norm,

@@ -59,6 +59,7 @@ class LoopState:
     tokens_forward: int = 0  # tokens methods ran forward without gradient (trice.training.budget)
     next_curve_point: int = 1  # the learning curve's next evaluation point (config.eval_points)
     bad_steps: int = 0  # consecutive steps skipped for a non-finite loss or gradient
+    step_costs: list[float] = field(default_factory=list)  # the latest steps' costs, in the budget's unit
     accuracy_before: float | None = None
     verdicts_before: list[bool] = field(default_factory=list)  # per held-out question, for the paired test
     last_eval: tuple | None = None  # (step, accuracy, verdicts) of the latest periodic evaluation
@@ -68,7 +69,7 @@ class LoopState:
         return {"step": self.step, "order": list(self.order), "sequences_scored": self.sequences_scored,
                 "tokens_scored": self.tokens_scored, "tokens_forward": self.tokens_forward,
                 "next_curve_point": self.next_curve_point,
-                "bad_steps": self.bad_steps, "accuracy_before": self.accuracy_before,
+                "bad_steps": self.bad_steps, "step_costs": list(self.step_costs), "accuracy_before": self.accuracy_before,
                 "verdicts_before": list(self.verdicts_before), "last_eval": self.last_eval,
                 "variance": self.variance.state_dict()}
 
@@ -78,6 +79,7 @@ class LoopState:
         self.tokens_scored = state.get("tokens_scored", 0)
         self.tokens_forward = state.get("tokens_forward", 0)
         self.next_curve_point = state.get("next_curve_point", 1)
+        self.step_costs = list(state.get("step_costs", []))
         self.accuracy_before = state["accuracy_before"]
         self.verdicts_before = list(state.get("verdicts_before", []))
         self.last_eval = state.get("last_eval")
