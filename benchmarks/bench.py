@@ -12,6 +12,7 @@
 | sampler_vs_generate | our sampler's tokens/s / plain batched model.generate's tokens/s | (> 1) |
 | step_vs_trl_grpo | wall time of one TRICE step / one TRL GRPOTrainer step | <= 0.5 |
 | time_to_accuracy_vs_star | TRICE's time to reach STaR's final accuracy / STaR's time | <= 0.5 |
+| vllm_vs_engine | vLLM's tokens/s / the slot engine's, same work (16 and 64 rows in the details) | (record) |
 
 FLOP counting (stated again in the output, under "formulae"):
   forward  = 2 * N * tokens + 2 * d * V * logit_rows
@@ -40,6 +41,7 @@ import torch
 
 from bench_common import (ROOT, FIGURES, log, no_stop_tokens, Bench)  # noqa: E402
 from bench_figures import (fig_sampling, fig_scoring, fig_generate, fig_trl, fig_tta)  # noqa: E402
+from bench_vllm import fig_vllm  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -166,9 +168,9 @@ def main(argv=None) -> int:
     log(f"trice benchmarks: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
         f"exemplars: {b.exemplar_source}")
     runners = {"generate": fig_generate, "sampling": fig_sampling, "scoring": fig_scoring, "trl": fig_trl,
-               "tta": fig_tta}
+               "tta": fig_tta, "vllm": fig_vllm}
     started = time.perf_counter()
-    for key in ("generate", "sampling", "scoring", "trl", "tta"):
+    for key in ("generate", "sampling", "scoring", "trl", "tta", "vllm"):
         name = FIGURES[key][0]
         if key not in chosen or key in skip:
             b.results["figures"].setdefault(name, {"value": None, "skipped": "not selected"})

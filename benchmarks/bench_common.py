@@ -22,6 +22,7 @@ FIGURES = {  # flag name -> figure name, target, direction
     "generate": ("sampler_vs_generate", None, ">="),
     "trl": ("step_vs_trl_grpo", 0.5, "<="),
     "tta": ("time_to_accuracy_vs_star", 0.5, "<="),
+    "vllm": ("vllm_vs_engine", None, ">="),
 }
 TASK = "gym/chain_sum"
 TASK_OPTIONS = dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, n_train=200, n_test=400)

@@ -105,6 +105,7 @@ def test_cli_train_then_eval_reproduces_the_final_accuracy(tmp_path, local_model
     (["--batch-size", "1"], "batch_size (M) must be >= 2"),
     (["--params", "adapter"], "params must be one of"),
     (["--lr", "-1"], "lr must be > 0"),
+    (["--lr", "fast"], "lr must be float, got str 'fast'"),
 ])
 def test_bad_inputs_give_one_line_errors(tmp_path, jsonl_task, capsys, args, message):
     data, _ = jsonl_task
@@ -112,6 +113,17 @@ def test_bad_inputs_give_one_line_errors(tmp_path, jsonl_task, capsys, args, mes
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_scientific_notation_is_a_float_on_the_command_line_and_in_yaml(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` without a dot as a string; the config reads it as the float meant."""
+    from trice.cli.flags import parse_value
+    from trice.config import TrainConfig
+
+    assert parse_value("1e-3") == "1e-3"  # the YAML 1.1 behaviour the config has to undo
+    (tmp_path / "c.yaml").write_text("lr: 1e-3\ntime_budget: 5E+2\n")
+    config = TrainConfig.from_yaml(tmp_path / "c.yaml").validate()
+    assert config.lr == 1e-3 and isinstance(config.lr, float) and config.time_budget == 500.0
 
 
 def test_unloadable_gguf_and_empty_task_give_one_line_errors(tmp_path, local_model, capsys):
@@ -132,3 +144,39 @@ def test_paired_z_counts_questions_that_changed():
     result = paired_z([True, False, False, True, False], [True, True, True, False, False])
     assert result == {"questions_gained": 2, "questions_lost": 1, "paired_z": pytest.approx(1 / 3 ** 0.5)}
     assert paired_z([True], [True])["paired_z"] == 0.0
+
+
+def test_policy_snapshots_along_the_run_evaluate_like_the_final_policy(tmp_path, local_model, jsonl_task, capsys):
+    """``--save-policy-every 2`` keeps the policy of steps 2 and 4 (logged with their cost); ``trice eval RUN
+    --policy policies/step-4`` scores the last one as the run's own final evaluation did, and writes its
+    eval.json beside it."""
+    data, exemplars = jsonl_task
+    out = tmp_path / "snap"
+    assert main(["train", "--model", str(local_model), "--task", f"jsonl:{data}", "--task-option",
+                 f"checker={HERE / 'lenient_checker.py'}:coin", "--params", "prompt", "--steps", "4",
+                 "--batch-size", "4", "--subsample", "3", "--lr", "0.05", "--max-new-tokens", "9", "--n-eval", "4",
+                 "--save-policy-every", "2", "--out", str(out), "--exemplars", str(exemplars), "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    saved = [e for e in events if e.get("event") == "policy_saved"]
+    assert [e["step"] for e in saved] == [2, 4] and all(e["token_passes"] > 0 for e in saved)
+    assert saved[0]["seconds_elapsed"] < saved[1]["seconds_elapsed"]
+    last = out / saved[1]["path"]
+    capsys.readouterr()
+    assert main(["eval", str(out), "--policy", str(last)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["greedy_accuracy"] == summary["greedy_accuracy_after"]
+    assert json.loads((last / "eval.json").read_text()) == result
+    assert main(["eval", str(out), "--policy", str(out / "policies" / "nope")]) == 2
+    assert "is not a saved policy" in capsys.readouterr().err
+
+
+def test_a_time_budget_ends_the_run_before_its_step_count(tmp_path, local_model, jsonl_task):
+    data, exemplars = jsonl_task
+    out = tmp_path / "timed"
+    assert main(["train", "--model", str(local_model), "--task", f"jsonl:{data}", "--task-option",
+                 f"checker={HERE / 'lenient_checker.py'}:coin", "--params", "prompt", "--steps", "1000",
+                 "--batch-size", "4", "--subsample", "3", "--max-new-tokens", "9", "--n-eval", "4",
+                 "--time-budget", "1", "--out", str(out), "--exemplars", str(exemplars), "--threads", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 <= summary["steps_done"] < 1000

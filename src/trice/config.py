@@ -89,6 +89,10 @@ class TrainConfig:
     star_inner_steps: int = _f(20, "STaR: fine-tuning steps per outer iteration")
     steps: int = _f(100, "optimiser steps")
     token_budget: int | None = _f(None, "stop once this many tokens have been sampled (set-up included)")
+    time_budget: float | None = _f(None, "stop once the run has taken this many seconds (set-up and evaluations "
+                                         "included): equal wall-clock comparisons")
+    save_policy_every: int = _f(0, "also save the policy every N steps, in policies/step-N/ (`trice eval RUN --policy "
+                                   "DIR` evaluates one): accuracy along a run, measured afterwards")
     compute_budget: int | None = _f(None, "stop once this many token-passes are spent: sampled + forward-only + 3 x scored "
                                           "tokens, set-up included (trice.training.budget; compare's fair budget)")
     eval_points: int = _f(0, "learning curve: evaluate on the first eval_subset held-out questions at this many "
@@ -129,10 +133,12 @@ class TrainConfig:
                         choices=TRACKERS)
     out: str | None = _f(None, "run directory (default runs/<task>-<method>-<time>)")
     threads: int | None = _f(None, "torch CPU threads (default: torch's, i.e. all cores)")
+    fsdp: bool = _f(False, "under torchrun: shard the parameters, their gradients and Adam's state across the processes "
+                           "(FSDP2), for --params full or lora models too large to replicate (docs/scale-out.md)")
     device: str | None = _f(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     # --- sampling backend
-    sampler: str = _f("torch", "who samples rationales: our batched KV-cache sampler, or vLLM (GPU only; "
-                      "pip install 'trice-cot[vllm]')", choices=SAMPLERS)
+    sampler: str = _f("torch", "who samples rationales: our batched KV-cache sampler, or vLLM (a GPU, or vLLM's CPU "
+                      "build; docs/vllm.md)", choices=SAMPLERS)
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM: fraction of the GPU's memory it may take (its weights, "
                                                "activations and KV cache), next to the trainer")
     sampler_check_rows: int = _f(4, "vLLM: sampled rows re-scored by the trainer each step to log how far "
@@ -151,9 +157,9 @@ class TrainConfig:
             value, choices = getattr(self, f.name), f.metadata.get("choices")
             if choices and value not in choices:
                 raise TriceError(f"config: {f.name} must be one of {', '.join(choices)}, got {value!r}")
+            value = _numeric(f, value)
+            object.__setattr__(self, f.name, value)
             _check_type(f, value)
-        need(self.tools == "none" or self.sampler == "torch",
-             f"tools ({self.tools}) need the torch sampler: vLLM cannot stop at a tool call and resume")
         need(self.batch_size >= 2, f"batch_size (M) must be >= 2 (the leave-one-out beta needs two examples), got {self.batch_size}")
         need(0 < self.vllm_gpu_memory_utilization <= 1,
              f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
@@ -161,6 +167,8 @@ class TrainConfig:
         need(self.subsample >= 1, f"subsample (L) must be >= 1, got {self.subsample}")
         need(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
         need(self.token_budget is None or self.token_budget >= 1, f"token_budget must be >= 1, got {self.token_budget}")
+        need(self.time_budget is None or self.time_budget > 0, f"time_budget must be > 0, got {self.time_budget}")
+        need(self.save_policy_every >= 0, f"save_policy_every must be >= 0, got {self.save_policy_every}")
         need(self.compute_budget is None or self.compute_budget >= 1,
              f"compute_budget must be >= 1, got {self.compute_budget}")
         need(self.eval_points >= 0 and self.eval_subset >= 1, "eval_points must be >= 0 and eval_subset >= 1")
@@ -179,6 +187,11 @@ class TrainConfig:
         need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         need(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         need(self.keep_checkpoints >= 1 and self.max_bad_steps >= 1, "keep_checkpoints and max_bad_steps must be >= 1")
+        need(not self.fsdp or self.params in ("full", "lora"),
+             f"fsdp shards full weights or a LoRA model's base; a soft prompt is small enough to replicate "
+             f"(drop --fsdp for --params {self.params})")
+        need(not self.fsdp or self.sampler == "torch" or self.params == "full",
+             "fsdp with --sampler vllm pushes gathered full weights: use --params full, or --sampler torch")
         return self
 
     # --- YAML ---------------------------------------------------------------------------------
@@ -211,6 +224,17 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
 
 
+def _numeric(f: dataclasses.Field, value):
+    """PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string: read it as the float the user meant."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if isinstance(value, str) and kind.split("|")[0].strip() == "float":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _check_type(f: dataclasses.Field, value) -> None:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     optional = "None" in kind
@@ -222,6 +246,7 @@ def _check_type(f: dataclasses.Field, value) -> None:
     ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
           "str": lambda v: isinstance(v, str),
+          "bool": lambda v: isinstance(v, bool),
           "dict": lambda v: isinstance(v, dict),
           "list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}.get(base, lambda v: True)(value)
     if not ok:

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--n-eval", type=int, default=None, help="held-out questions (default: the run's)")
     p.add_argument("--sc-samples", type=int, default=5, help="self-consistency samples (0: off)")
+    p.add_argument("--policy", default=None, metavar="DIR",
+                   help="a policy the run saved along the way (policies/step-N) instead of its final one")
 
     p = sub.add_parser("export", help="a run's policy as a model transformers/vLLM load (LoRA merged; soft prompt: "
                                       "a PEFT adapter), with its tokenizer and prompt prefix")

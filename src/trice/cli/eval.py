@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from ..errors import TriceError
 
@@ -23,8 +24,10 @@ def cmd_eval(args) -> int:
 
     run = RunDir(args.run_dir)
     config = run.config()
-    if not run.policy_path.exists():
-        raise TriceError(f"{run.path} has no saved policy (policy/): did the run finish?")
+    policy_path = Path(args.policy) if getattr(args, "policy", None) else run.policy_path
+    if not policy_path.exists():
+        raise TriceError(f"{policy_path} is not a saved policy" if getattr(args, "policy", None)
+                         else f"{run.path} has no saved policy (policy/): did the run finish?")
     if args.n_eval is not None:
         config = dataclasses.replace(config, n_eval=args.n_eval)
     task = task_from_config(config)
@@ -33,7 +36,7 @@ def cmd_eval(args) -> int:
     exemplars = load_exemplars(run.exemplars_path) if run.exemplars_path.exists() else []
     # the run's own questions that fit the context, before any forward pass
     held_out = prepare(config, model, tokenizer, task, exemplars=exemplars, training=False).held_out
-    policy = Policy.load(model, tokenizer, run.policy_path)
+    policy = Policy.load(model, tokenizer, policy_path)
     accuracy, verdicts, texts = held_out.greedy(policy)
     n = len(held_out.examples)
     result = {"n_eval": n, "greedy_accuracy": accuracy, "standard_error": standard_error(accuracy, n),
@@ -43,6 +46,7 @@ def cmd_eval(args) -> int:
                                                           torch.Generator().manual_seed(config.seed))
         result["sc_samples"] = args.sc_samples
     if here.is_main:
-        (run.path / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        where = policy_path if getattr(args, "policy", None) else run.path
+        (where / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(json.dumps(result))
     return 0

@@ -30,6 +30,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--reward", action="append", default=None, metavar="MODULE:FUNCTION",
                                 dest="reward", help=f.metadata.get("help") + " (repeatable)")
             continue
+        if f.type in (bool, "bool"):  # --fsdp / --no-fsdp
+            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
+                                help=f.metadata.get("help"))
+            continue
         parser.add_argument(flag, dest=f.name, default=None, type=parse_value, help=f.metadata.get("help"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from ..config import TrainConfig
 from ..errors import TriceError
@@ -40,19 +41,29 @@ def print_summary(summary: dict) -> None:
 
 
 def cmd_train(args, base: dict | None = None) -> int:
-    from ..training.loop import train
-
     if getattr(args, "resume", None):
+        from ..artifacts.run_dir import RunDir
+
         given = [f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None]
         if given or args.config:
             raise TriceError(f"--resume continues a run with its own config; drop {', '.join(given) or '--config'}")
-        summary = train(resume=args.resume)
+        config, resume = RunDir(args.resume).config(), args.resume
     else:
-        summary = train(config_from_args(args, base))
+        config, resume = config_from_args(args, base), None
+    if config.sampler == "vllm":
+        _quiet_openmp(config.threads)
+    from ..training.loop import train  # (torch is imported here, after the OpenMP settings)
+
+    summary = train(resume=resume) if resume else train(config)
     print_summary(summary)
     return 0
 
 
+def _quiet_openmp(threads: int | None) -> None:
+    """vLLM's CPU engine runs in this process: with OpenMP's default spin-waiting its threads and torch's
+    slowed it ~6x (measured, docs/vllm.md). Set before torch is imported; a user's own settings win."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads or os.cpu_count() or 1))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def cmd_demo(args) -> int:

@@ -12,9 +12,26 @@ from dataclasses import dataclass
 
 import torch
 
+from ..tools import mark
 from .draw import next_tokens
 from .stops import StopCheck
 from .tool_inserts import ToolInserts
+
+
+def row_text(tokenizer, tokens: list[int], forced: list[bool] | None, stop_ids) -> str:
+    """A row's text: its tokens decoded (a final stop token dropped), each run of a tool's tokens decoded alone and
+    marked as the tool's (:func:`trice.tools.mark`), as the scorer tokenizes them back."""
+    kept = len(tokens) - 1 if tokens and tokens[-1] in stop_ids else len(tokens)
+    tokens, forced = tokens[:kept], (forced or [])[:kept]
+    if not any(forced):
+        return tokenizer.decode(tokens, skip_special_tokens=True)
+    text, start = [], 0
+    for end in range(1, len(tokens) + 1):
+        if end == len(tokens) or forced[end] != forced[start]:
+            piece = tokenizer.decode(tokens[start:end], skip_special_tokens=True)
+            text.append(mark(piece) if forced[start] else piece)
+            start = end
+    return "".join(text)
 
 
 @dataclass

@@ -16,6 +16,7 @@ batching, LoRA merged into the weights) where it covers the model, else by the p
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -25,8 +26,9 @@ from ..errors import TriceError
 from ..modeling.merged_lora import MergedLora
 from ..prompts import STOP
 from ..runtime.distributed import world
-from ..tools import mark
+from ..runtime.sharding import gathered
 from . import plain_engine, slot_engine
+from .rows import row_text
 from .stops import cut_at_stop, stop_token_ids
 
 DEFAULT_STOP = STOP
@@ -92,7 +94,7 @@ class TorchSampler:
         self.max_new_tokens, self.temperature, self.stop = max_new_tokens, temperature, stop
         self.batch_size, self.engine = batch_size, engine
         self.tool = tool  # the run's tool (trice.tools), used when a call passes no hook
-        self.merged = MergedLora(policy.model)
+        self.merged = MergedLora(policy.model, enabled=not getattr(policy, "sharded", False))
         self.tokens = 0
 
     def sample(self, prompts, temperature=None, prefix=None, hook=None):
@@ -142,10 +144,12 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
         return []
     if policy.params != "prompt" and len(policy.prefix_ids) == 0 and any(p == "" for p in prompts):
         raise TriceError("cannot sample from an empty prompt without a prefix")  # (on every rank alike)
-    # Several processes: each samples its own rows; all of them get every row back.
-    return world().map_rows(len(prompts), lambda mine: _sample_rows(
-        policy, [prompts[i] for i in mine], mine, key, max_new_tokens, temperature, stop, batch_size, engine, merged,
-        hook))
+    # Several processes: each samples its own rows; all of them get every row back. Sharded weights are gathered
+    # for the whole call: each process then decodes its rows for as many steps as they need.
+    with gathered(policy.base_model) if getattr(policy, "sharded", False) else contextlib.nullcontext():
+        return world().map_rows(len(prompts), lambda mine: _sample_rows(
+            policy, [prompts[i] for i in mine], mine, key, max_new_tokens, temperature, stop, batch_size, engine,
+            merged, hook))
 
 
 def auto_engine(policy) -> str:
@@ -169,7 +173,7 @@ def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, sto
     if engine == "auto":
         engine = auto_engine(policy)
     run = slot_engine.run if engine == "slots" else plain_engine.run
-    merged = merged if merged is not None else MergedLora(policy.model)
+    merged = merged if merged is not None else MergedLora(policy.model, enabled=not getattr(policy, "sharded", False))
     with torch.inference_mode(), merged.active():
         if policy.prefix_embeds().shape[0] == 0 and any(len(x) == 0 for x in ids):
             raise TriceError("cannot sample from an empty prompt without a prefix")
@@ -178,22 +182,6 @@ def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, sto
     samples = []
     for i in range(len(prompts)):
         n = int(rows.count[i])
-        toks = rows.tokens[i, :n].tolist()
-        kept = n - 1 if toks and toks[-1] in stop_ids else n
-        if hook is None or not bool(rows.forced[i, :kept].any()):
-            text = tok.decode(toks[:kept], skip_special_tokens=True)
-        else:  # the model's runs and the tool's, each decoded alone, the tool's marked
-            text = "".join(mark(piece) if forced else piece for piece, forced in _runs(tok, toks[:kept], rows.forced[i, :kept]))
-        text, hit = cut_at_stop(text, stop)
+        text, hit = cut_at_stop(row_text(tok, rows.tokens[i, :n].tolist(), rows.forced[i, :n].tolist(), stop_ids), stop)
         samples.append(Sample(text, n, bool(rows.finished[i]) or hit))
     return samples
-
-
-def _runs(tok, toks: list[int], forced: torch.Tensor):
-    """``(decoded text, forced)`` of each maximal run of model-sampled or tool-forced tokens."""
-    flags = forced.tolist()
-    start = 0
-    for end in range(1, len(toks) + 1):
-        if end == len(toks) or flags[end] != flags[start]:
-            yield tok.decode(toks[start:end], skip_special_tokens=True), flags[start]
-            start = end

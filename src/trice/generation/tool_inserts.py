@@ -8,6 +8,13 @@ import torch
 from .stops import stop_candidates
 
 
+def triggers(hook) -> tuple[str, ...]:
+    """The strings a hook's ``trigger`` names (one string or several): a call can only be complete where the text
+    newly contains one; () when the hook names none (then every token is a candidate)."""
+    trigger = getattr(hook, "trigger", None)
+    return (trigger,) if isinstance(trigger, str) else tuple(trigger or ())
+
+
 class ToolInserts:
     """Tool results waiting to be fed, shared by both engines: after a row's new token, if the token may
     complete a call (its text contains ``hook.trigger``), the hook gets the row's text so far and may
@@ -16,8 +23,7 @@ class ToolInserts:
 
     def __init__(self, hook, tokenizer, vocab: int, device, forced: torch.Tensor):
         self.hook, self.tokenizer, self.forced = hook, tokenizer, forced
-        trigger = getattr(hook, "trigger", None)
-        self.candidates = stop_candidates(tokenizer, vocab, (trigger,), device) if trigger else None
+        self.candidates = stop_candidates(tokenizer, vocab, triggers(hook), device) if triggers(hook) else None
         self.pending: dict[int, list[int]] = {}  # row -> token ids still to feed
 
     def substitute(self, rows: list[int], t: list[int], next_cpu: torch.Tensor) -> torch.Tensor:

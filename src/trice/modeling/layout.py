@@ -41,7 +41,9 @@ def attention_mask(real: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
 
 def row_block(policy, rows: list[list[int]], prefix: torch.Tensor, width: int | None = None):
     """``(embeds [n, w, d], real [n, w] bool, positions [n, w] long)`` of the rows' blocks (see above);
-    ``width`` defaults to the longest row plus the last prefix token."""
+    ``width`` defaults to the longest row plus the last prefix token. A ``prefix`` of token ids (a hard-text
+    prefix, given as ids when the model's embedding is sharded and must run inside its forward) gives the
+    blocks as token ids ``[n, w]`` instead of embeddings."""
     lead = 1 if prefix.shape[0] else 0
     width = width or max(len(x) for x in rows) + lead
     tok = policy.tokenizer
@@ -55,6 +57,12 @@ def row_block(policy, rows: list[list[int]], prefix: torch.Tensor, width: int | 
             ids[j, width - len(x):] = torch.tensor(x, dtype=torch.long)
         real[j, width - len(x) - lead:] = True
         starts.append(width - len(x) - lead)
+    if prefix.dtype == torch.long:  # token ids in, the model embeds them itself
+        if lead:
+            ids[torch.arange(n), torch.tensor(starts)] = prefix[-1].cpu()
+        ids = ids.to(policy.device)
+        real = real.to(ids.device)
+        return ids, real, (cached_prefix_length(prefix) + real.long().cumsum(-1) - 1).clamp(min=0)
     embeds = policy.embed(ids)
     if lead:  # the last prefix token (a soft prompt's last vector keeps its gradient)
         embeds = embeds.index_put((torch.arange(n, device=embeds.device), torch.tensor(starts, device=embeds.device)),

@@ -170,3 +170,27 @@ def context_length(model, tokenizer) -> int | None:
             return value
     value = getattr(tokenizer, "model_max_length", None)
     return value if isinstance(value, int) and 0 < value < 10 ** 8 else None
+
+
+def hf_directory(name: str | None, dtype: str = "float32") -> str:
+    """A Hugging Face model directory (safetensors, config, tokenizer) for ``name``, for engines that cannot
+    read what transformers can (vLLM reads no GGUF): a local directory as it is; the packaged default or a
+    ``.gguf`` file dequantised to ``dtype`` once, into ``$TRICE_CACHE`` (default ``~/.cache/trice``); a hub id
+    as it is (the engine downloads it)."""
+    if name is None or name == DEFAULT_MODEL or str(name).endswith(".gguf"):
+        source = find_packaged_gguf() if name in (None, DEFAULT_MODEL) else Path(os.path.expanduser(name))
+        root = Path(os.environ.get("TRICE_CACHE") or Path.home() / ".cache" / "trice") / "hf"
+        out = root / f"{source.stem}-{dtype}"
+        if not (out / "config.json").is_file():
+            model, tokenizer = load_model(str(source), dtype, "cpu")
+            tmp = root / f".{out.name}.tmp-{os.getpid()}"
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            if out.exists():  # a partial directory from an interrupted save
+                import shutil
+
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        return str(out)
+    path = Path(os.path.expanduser(name))
+    return str(path) if path.is_dir() else name

@@ -40,8 +40,9 @@ class MergedLora:
     >>> merged.invalidate()  # after an optimiser step  # doctest: +SKIP
     """
 
-    def __init__(self, model):
-        self.layers = lora_layers(model)
+    def __init__(self, model, enabled: bool = True):
+        # (off for a sharded model: its layers' weights are FSDP's to swap in and out, trice.runtime.sharding)
+        self.layers = lora_layers(model) if enabled else []
         self._merged: list[torch.Tensor] | None = None
 
     def invalidate(self) -> None:
@@ -76,3 +77,22 @@ class MergedLora:
             for layer, original in zip(self.layers, originals):
                 layer.get_base_layer().weight.data = original
                 layer.merged_adapters.clear()
+
+
+def merged_named_weights(model):
+    """``(name, weight)`` for every weight of ``model`` under the plain transformers names, with LoRA merged
+    into each adapted weight (W + delta, computed out of place: the frozen weight is not written): what a
+    separate inference engine (vLLM) loads. A model without LoRA gives its parameters as they are."""
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        clean = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        layer = modules.get(name[: -len(".base_layer.weight")]) if name.endswith(".base_layer.weight") else None
+        if layer is None:
+            yield clean, p.detach()
+            continue
+        with torch.no_grad():
+            delta = sum((layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A),
+                        torch.zeros((), dtype=p.dtype, device=p.device))
+            yield clean, (p + delta.to(p.dtype)).detach()

@@ -59,6 +59,7 @@ class Policy:
         self.params = params
         self.prefix_text = prefix_text
         self._prefix_ids = prefix_ids
+        self.sharded = False  # its weights are sharded across processes (--fsdp, trice.runtime.sharding)
 
     # ----------------------------------------------------------------------------------- construction
     @classmethod
@@ -101,17 +102,26 @@ class Policy:
         """The model as it is, no prefix and nothing trained (the exemplar search samples from it)."""
         return cls(model, model, tokenizer, "full", "", torch.zeros(0, dtype=torch.long))
 
-    def save(self, directory) -> None:
-        """Save the trainable part: a PEFT adapter (prompt/lora) or all weights (full), plus a small json."""
+    def save(self, directory, state: dict | None = None) -> None:
+        """Save the trainable part: a PEFT adapter (prompt/lora) or all weights (full), plus a small json.
+        ``state``: the weights to save instead of the model's own (a sharded model's, gathered whole)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.params == "full":
+        if self.params == "full" and state is not None:
+            from safetensors.torch import save_file
+
+            if getattr(self.base_model.config, "tie_word_embeddings", False):  # one copy of a tied matrix, as save_model
+                state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+            save_file({k: v.contiguous() for k, v in state.items()}, str(directory / FULL_WEIGHTS))
+        elif self.params == "full":
             from safetensors.torch import save_model
 
             save_model(self.model, str(directory / FULL_WEIGHTS))  # handles tied weights
         else:
-            # The embeddings are never trained here; skipping them also skips PEFT's hub look-up.
-            self.model.save_pretrained(str(directory), save_embedding_layers=False)
+            # The embeddings are never trained here; skipping them also skips PEFT's hub look-up. A gathered
+            # state's keys are the transformers model's; PEFT's name them under its wrapper.
+            extra = {"state_dict": {f"base_model.model.{k}": v for k, v in state.items()}} if state is not None else {}
+            self.model.save_pretrained(str(directory), save_embedding_layers=False, **extra)
         meta = {"params": self.params, "prefix_text": self.prefix_text}
         (directory / POLICY_JSON).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -169,14 +179,15 @@ class Policy:
             return weight.to(self.base_model.get_input_embeddings().weight.dtype)
         return self.embed(self._prefix_ids)
 
-    def forward(self, inputs_embeds, attention_mask, position_ids=None, past_key_values=None, use_cache=False,
+    def forward(self, inputs, attention_mask, position_ids=None, past_key_values=None, use_cache=False,
                 **kwargs):
         """Run the transformer (LoRA active, no PEFT virtual tokens prepended); returns the HF output."""
         # Calling the base model directly bypasses PEFT's prompt-tuning forward, which would prepend the
         # soft prompt itself; we put it in inputs_embeds ourselves so it can be KV-cached and shared.
         if "logits_to_keep" in kwargs and not self._accepts_logits_to_keep():
             del kwargs["logits_to_keep"]  # older/remote-code models: full logits, callers slice them
-        return self.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+        given = {"input_ids" if inputs.dtype == torch.long else "inputs_embeds": inputs}  # (ids: the model embeds them)
+        return self.base_model(**given, attention_mask=attention_mask,
                                position_ids=position_ids, use_cache=use_cache,
                                **self._cache_kwargs(past_key_values), **kwargs)
 

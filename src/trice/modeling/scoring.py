@@ -48,7 +48,15 @@ def _batch_logprobs(policy, prompt_ids, cont_ids, chosen=None):
     which of row i's continuation tokens the model chose: the others (a tool's) are context only, with
     log-prob 0 and no gradient, and out of the mask."""
     device = policy.device
-    prefix = policy.prefix_embeds()
+    # A sharded model (--fsdp) gathers its embedding and LM head only inside its own forward: token ids go in,
+    # and the logits come out of that forward (the chunked head below would bypass it).
+    sharded = getattr(policy, "sharded", False)
+    prefix = policy.prefix_ids.to(device) if sharded else policy.prefix_embeds()
+    if sharded and prefix.shape[0]:
+        # and no prefix cache: FSDP2 cannot backpropagate twice through a unit per step (the prefix's forward
+        # and the rows'), so each row carries the whole prefix (more compute, the same log-probs)
+        prompt_ids = [prefix.tolist() + list(p) for p in prompt_ids]
+        prefix = prefix[:0]
     n, num_prefix = len(prompt_ids), prefix.shape[0]
     lc = max(len(x) for x in cont_ids)
     if lc == 0:
@@ -72,10 +80,11 @@ def _batch_logprobs(policy, prompt_ids, cont_ids, chosen=None):
     kept = torch.arange(lc, device=device)[None, :] >= (lc - lengths)[:, None]  # [n, lc], right-aligned
     ids = [torch.tensor(c, dtype=torch.long) for c in cont_ids if c]
     targets = torch.cat(ids).to(device) if ids else torch.zeros(0, dtype=torch.long, device=device)
-    acc = torch.promote_types(embeds.dtype, torch.float32)  # log-probs in float32, or float64 for a float64 model
+    model_dtype = policy.base_model.get_input_embeddings().weight.dtype
+    acc = torch.promote_types(model_dtype, torch.float32)  # log-probs in float32, or float64 for a float64 model
     logprobs = torch.zeros(n, lc, dtype=acc, device=device)
     head = policy.base_model.get_output_embeddings()
-    if head is None or not _plain_head(policy.base_model.config):  # logits post-processed by the model
+    if sharded or head is None or not _plain_head(policy.base_model.config):  # the model's own logits
         logits = policy.forward(embeds, mask, position_ids=positions, past_key_values=cache,
                                 use_cache=cache is not None, logits_to_keep=keep).logits
         if logits.shape[1] != lc:  # the model ignored logits_to_keep
@@ -112,21 +121,58 @@ def _chunk_logprobs(head, hidden, targets):
     return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
 
+FROZEN_HEAD = True  # False: checkpoint a frozen head's chunks too (the benchmarks' and tests' comparison)
+
+
 def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """``log softmax(head(hidden))[targets]`` for ``[T, d]`` hidden states, ``chunk`` rows at a time; under
-    autograd each chunk is recomputed in the backward pass (activation checkpointing), so at most one
-    chunk's ``[chunk, vocab]`` logits are alive at once, forward or backward. Written by hand: the fused
-    linear cross-entropy kernels (Liger, Apple's cut-cross-entropy) are GPU-only Triton."""
+    """``log softmax(head(hidden))[targets]`` for ``[T, d]`` hidden states, ``chunk`` rows at a time, so that
+    at most one chunk's ``[chunk, vocab]`` logits are alive at once, forward or backward. A frozen head (soft
+    prompt, LoRA) computes each chunk's gradient with respect to the hidden states in the forward pass
+    (:class:`_FrozenHeadLogprobs`: nothing is recomputed); a trained head recomputes each chunk in the backward
+    pass (activation checkpointing). Written by hand: the fused linear cross-entropy kernels (Liger, Apple's
+    cut-cross-entropy) are GPU-only Triton."""
     vocab = head.weight.shape[0]
     chunk = chunk or max(16, 2 ** 24 // vocab)  # ~64 MB of float32 logits per chunk
+    trained_head = any(p.requires_grad for p in head.parameters())
+    if FROZEN_HEAD and torch.is_grad_enabled() and hidden.requires_grad and not trained_head \
+            and type(head) is torch.nn.Linear:
+        return _FrozenHeadLogprobs.apply(hidden, head.weight, head.bias, targets, chunk)
     parts = []
     for s in range(0, hidden.shape[0], chunk):
         h, y = hidden[s:s + chunk], targets[s:s + chunk]
-        if torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in head.parameters())):
+        if torch.is_grad_enabled() and (h.requires_grad or trained_head):
             parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, head, h, y, use_reentrant=False))
         else:
             parts.append(_chunk_logprobs(head, h, y))
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+class _FrozenHeadLogprobs(torch.autograd.Function):
+    """``log softmax(h W^T + b)[y]`` per row, for a head that is not trained. Its gradient with respect to
+    ``h`` is ``(onehot(y) - softmax(h W^T + b)) W``, a ``[T, d]`` tensor: computed chunk by chunk in the forward
+    pass, while the chunk's logits are at hand, the backward is one scaling by the incoming gradient. Against
+    checkpointing the chunks, this saves recomputing the head's logits (``2 * d * vocab`` FLOPs a token; ~10% of
+    a LoRA scoring step of SmolLM2-135M), for one saved ``[T, d]`` tensor, as checkpointing saves the chunks'
+    inputs; tests/test_scoring_head.py compares it with autograd through the plain head."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk):
+        out, unit = [], []
+        for s in range(0, hidden.shape[0], chunk):
+            logits = torch.nn.functional.linear(hidden[s:s + chunk], weight, bias)
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 at least
+            y = targets[s:s + chunk, None]
+            logprobs = logits.log_softmax(-1)
+            out.append(logprobs.gather(-1, y).squeeze(-1))
+            minus = logprobs.exp_().neg_().scatter_add_(-1, y, torch.ones_like(y, dtype=logits.dtype))  # onehot - p
+            unit.append(minus.to(weight.dtype) @ weight)
+        ctx.save_for_backward(torch.cat(unit) if unit else hidden.new_zeros(hidden.shape))
+        return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (unit,) = ctx.saved_tensors
+        return grad[:, None].to(unit.dtype) * unit, None, None, None, None
 
 
 def _batches(policy, prompts, continuations, batch_size):
@@ -158,13 +204,15 @@ def score(policy, prompts: list[str], continuations: list[str], *, batch_size: i
 
 
 def weighted_backward(policy, prompts: list[str], continuations: list[str], coefs: torch.Tensor, *,
-                      batch_size: int | None = None) -> tuple[torch.Tensor, int]:
+                      batch_size: int | None = None, chunks: int | None = None) -> tuple[torch.Tensor, int]:
     """Backpropagate ``loss = -sum(coefs * log p(continuation | prefix + prompt))``; returns the loss
     (detached) and the number of tokens scored (prompt + continuation, the shared prefix not counted).
 
     The rows go through forward and backward ``batch_size`` at a time and their gradients accumulate, so
     the gradient is the one-pass gradient (up to float rounding) while only one batch's activations are
-    alive at once: scoring 64 rows of a 0.5B model in one pass took over 75 GiB on an H100.
+    alive at once: scoring 64 rows of a 0.5B model in one pass took over 75 GiB on an H100. ``chunks``: run
+    this many passes even if there are fewer batches (or no row), the others on a one-token row with weight 0:
+    with sharded weights every process must run as many forwards and backwards (trice.runtime.sharding).
 
     >>> loss, tokens = weighted_backward(policy, prompts, texts, torch.tensor([0.5, -0.5]), batch_size=16)  # doctest: +SKIP
     """
@@ -172,12 +220,15 @@ def weighted_backward(policy, prompts: list[str], continuations: list[str], coef
         raise TriceError(f"got {len(prompts)} prompts but {len(coefs)} coefficients")
     size = batch_size or max(len(prompts), 1)
     loss = torch.zeros((), device=policy.device)
-    for start in range(0, len(prompts), size):
+    starts = list(range(0, len(prompts), size))
+    for start in starts:
         rows = slice(start, start + size)
         log_probs = score(policy, prompts[rows], continuations[rows])
         part = -(coefs[rows].to(log_probs) * log_probs).sum()
         part.backward()
         loss += part.detach()
+    for _ in range((chunks or 0) - len(starts)):  # zero-weight passes, so that every process runs as many
+        (0.0 * score(policy, [" "], [" "]).sum()).backward()
     return loss, count_tokens(policy.tokenizer, prompts, continuations)
 
 

@@ -75,6 +75,10 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def collective_device(self) -> str:
+        """Where small tensors for a collective live: the GPU under NCCL, else the CPU."""
+        return _collective_device() if self.size > 1 else "cpu"
+
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is True on any (e.g. a stop signal that reached one rank)."""
         if self.size == 1:

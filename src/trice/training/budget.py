@@ -37,17 +37,19 @@ class Budget:
     ``sampler.tokens`` counts sampled tokens; ``loop`` holds ``tokens_scored``, ``tokens_forward`` and ``step``.
     """
 
-    def __init__(self, config, sampler, loop):
+    def __init__(self, config, sampler, loop, clock=None):
         self.config, self.sampler, self.loop = config, sampler, loop
+        self.clock = clock  # () -> seconds the run has taken (the time budget's unit)
 
     @property
     def limited(self) -> bool:
-        """Whether a token or compute budget ends the run (else the step count does)."""
-        return bool(self.config.compute_budget or self.config.token_budget)
+        """Whether a time, token or compute budget ends the run (else the step count does)."""
+        return bool(self.config.time_budget or self.config.compute_budget or self.config.token_budget)
 
     @property
     def unit(self) -> str:
-        return "token_passes" if self.config.compute_budget else "tokens_sampled" if self.config.token_budget else "steps"
+        return ("seconds" if self.config.time_budget else "token_passes" if self.config.compute_budget
+                else "tokens_sampled" if self.config.token_budget else "steps")
 
     def passes(self) -> int:
         """Token-passes spent so far, set-up included."""
@@ -55,6 +57,8 @@ class Budget:
 
     def used(self) -> float:
         """What the run has spent, in the budget's unit."""
+        if self.config.time_budget:
+            return self.clock()
         if self.config.compute_budget:
             return self.passes()
         if self.config.token_budget:
@@ -62,7 +66,8 @@ class Budget:
         return self.loop.step
 
     def total(self) -> float:
-        return self.config.compute_budget or self.config.token_budget or max(self.config.steps, 1)
+        return (self.config.time_budget or self.config.compute_budget or self.config.token_budget
+                or max(self.config.steps, 1))
 
     def spent(self) -> float:
         """The fraction of the budget spent."""

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import random
 import resource
+import sys
 import time
 import warnings
 
@@ -24,16 +25,17 @@ from ..evaluation.statistics import paired_counts, standard_error
 from ..generation.sampler import TorchSampler
 from ..methods import Context
 from ..methods.initialisation import load_exemplars, save_exemplars
-from ..modeling.loading import load_model
+from ..modeling.loading import load_model, resolve_dtype
 from ..modeling.policy import Policy, lora_targets
 from ..modeling.scoring import weighted_backward
 from ..prompts import resolve_format
+from ..runtime import sharding
 from ..runtime.distributed import default_device
 from ..runtime.distributed import init as init_distributed
 from ..runtime.interrupts import StopOnSignal, StopRequested
 from ..tasks import Task, task_from_config
 from ..tools import make_tool
-from .checkpoint import load_latest, save_checkpoint
+from .checkpoint import load_latest, load_sharded, save_checkpoint
 from .evaluations import curve_point, evaluate_and_log
 from .optim import grad_norm, make_optimizer
 from .progress import console, progress_bar
@@ -63,8 +65,12 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
     torch.manual_seed(config.seed)
     task = task or task_from_config(config)
     checkpoint = load_latest(RunDir(resume).checkpoints_path) if resume is not None else None
+    if config.fsdp and here.size < 2:
+        raise TriceError("--fsdp shards the model across processes: launch with torchrun --nproc-per-node N (N >= 2)")
     if model is None:
-        model, tokenizer = load_model(config.model, config.dtype, config.device or default_device())
+        # FSDP's mixed precision keeps float32 shards and computes in the --dtype asked for (trice.runtime.sharding)
+        stored = "float32" if config.fsdp and config.dtype in ("bfloat16", "float16") else config.dtype
+        model, tokenizer = load_model(config.model, stored, config.device or default_device())
     if config.prompt_format == "auto":  # saved resolved, so resume and `trice eval` use the same format
         config = dataclasses.replace(config, prompt_format=resolve_format("auto", tokenizer).name)
     if not checkpoint and not config.out:  # one timestamped directory for every rank
@@ -83,7 +89,7 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
         try:
             # --- resume, or initialise: the method's own state (TRICE: the memory), then evaluate ---
             if checkpoint:
-                t.restore(checkpoint[1])
+                t.restore(checkpoint[1], load_sharded(checkpoint[0], t.sharded_state()) if t.policy.sharded else None)
             else:
                 t0 = time.perf_counter()
                 t.method.setup(ctx)
@@ -99,6 +105,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                     break
                 if not _step(t, ctx, step, here, progress, bar):
                     break
+                if config.save_policy_every and step % config.save_policy_every == 0:
+                    _save_policy(t, here, t.run.path / "policies" / f"step-{step:08d}", step)
                 if config.eval_every and step % config.eval_every == 0 and step < steps:
                     t.loop.last_eval = (step, *evaluate_and_log(t, held_out, step, progress))
                 curve_point(t, held_out, progress)
@@ -131,8 +139,13 @@ def _build(config, model, tokenizer, task, run, checkpoint) -> tuple[TrainingSta
         save_exemplars(setup.exemplars, run.exemplars_path)
     policy = Policy.create(model, tokenizer, config.params, prefix_text=setup.prefix, lora_r=config.lora_r,
                            lora_alpha=config.lora_alpha, lora_targets=lora_targets(config.lora_targets))
+    if config.fsdp:  # shard the weights (the optimiser is then built over the shards)
+        compute = resolve_dtype(config.dtype, str(policy.device)) if config.dtype != "float32" else None
+        sharding.shard(policy.base_model, policy.device, compute)
+        policy.sharded = True
     optimizer, scheduler = make_optimizer(policy.trainable_parameters(), config)
-    t = TrainingState(policy, setup.method, make_sampler(config, policy, rngs["sampler"], setup.fmt), optimizer,
+    longest = setup.longest_input(tokenizer, config.max_new_tokens) if config.sampler == "vllm" else None
+    t = TrainingState(policy, setup.method, make_sampler(config, policy, rngs["sampler"], setup.fmt, longest), optimizer,
                       scheduler, rngs, random.Random(config.seed), run, config, exemplars=setup.exemplars)
     return t, setup
 
@@ -164,31 +177,40 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     # 3. One update: loss = -sum(coefs * log p(continuation | prompt)) (ALGORITHM.md 3.8).
     #    With several processes each scores its share of the sequences; gradients are summed.
     t_score = time.perf_counter()
-    params = t.params
+    params, sharded = t.params, t.policy.sharded
     t.optimizer.zero_grad(set_to_none=True)
     loss = torch.zeros(())
     mine = here.rows(len(weighted.prompts))
     tokens = 0
-    if mine:
+    # with sharded weights every rank runs as many forwards as the busiest (trice.runtime.sharding)
+    chunks = sharding.chunks_everywhere(-(-len(mine) // config.score_batch_size), here) if sharded else None
+    if mine or chunks:
         loss, tokens = weighted_backward(t.policy, [weighted.prompts[i] for i in mine],
                                          [weighted.continuations[i] for i in mine], weighted.coefs[mine],
-                                         batch_size=config.score_batch_size)
+                                         batch_size=config.score_batch_size, chunks=chunks)
         loss = loss.cpu()
     loop.sequences_scored += len(weighted.prompts)
     if here.size > 1 and weighted.prompts:  # (no sequences anywhere: no gradient, as with one process)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        totals = torch.stack([loss.reshape(()), torch.tensor(float(tokens))]).to(params[0].device)
-        here.all_reduce_([p.grad for p in params] + [totals])
+        device = t.policy.device
+        totals = torch.stack([loss.reshape(()), torch.tensor(float(tokens))]).to(device)
+        if sharded:  # FSDP summed the gradients' shards in its backward
+            here.all_reduce_([totals])
+        else:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            here.all_reduce_([p.grad for p in params] + [totals])
         loss, tokens = totals[0].cpu(), int(totals[1].item())
     loop.tokens_scored += tokens
     loop.tokens_forward += weighted.tokens_forward
-    norm = grad_norm(params)
+    norm = math.sqrt(sharding.squared_norm([p.grad for p in params if p.grad is not None], here)) if sharded \
+        else grad_norm(params)
     finite = math.isfinite(loss.item()) and math.isfinite(norm)
     if finite:
         loop.bad_steps = 0
-        grad_variance = loop.variance.update(params)
+        # (not with sharded weights: the running mean gradient would be one shard per rank, which a checkpoint of
+        # rank 0's loop state cannot hold)
+        grad_variance = None if sharded else loop.variance.update(params)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         t.optimizer.step()
@@ -214,6 +236,11 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     shown = " ".join(f"{k.split('_')[-1][:3]} {weighted.metrics[k]:.2f}"
                      for k in ("proposal_accuracy", "memory_coverage") if k in weighted.metrics)
     progress.update(bar, advance=1, description=f"training {shown}")
+    if step == 1:  # what this rank holds, gradients alive (with --fsdp: 1/N of one process's; docs/scale-out.md)
+        t.held_bytes = held = sharding.local_bytes(t.policy.base_model, t.optimizer)
+    if sharded and step == 1:
+        print(f"rank {here.rank}: {held['parameters']:,} bytes of parameters, {held['gradients']:,} of gradients, "
+              f"{held['optimizer']:,} of optimiser state", file=sys.stderr, flush=True)
     loop.step = step
     if loop.bad_steps >= config.max_bad_steps:
         _save(t, here)
@@ -223,14 +250,30 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
 
 
 def _save(t: TrainingState, here) -> None:
-    """A checkpoint of the state after step ``t.loop.step`` (rank 0 writes; every rank waits)."""
-    if here.is_main:  # every rank holds the same state
+    """A checkpoint of the state after step ``t.loop.step`` (rank 0 writes; every rank waits). With sharded
+    weights every rank writes its shard of the parameters and Adam's state too."""
+    if t.policy.sharded:
+        save_checkpoint(t.run.checkpoints_path, t.loop.step, t.snapshot(), keep=t.config.keep_checkpoints,
+                        sharded=t.sharded_state(), world=here)
+    elif here.is_main:  # every rank holds the same state
         try:
             save_checkpoint(t.run.checkpoints_path, t.loop.step, t.snapshot(), keep=t.config.keep_checkpoints)
         except OSError as exc:  # e.g. a full disk: the previous checkpoint is intact
             warnings.warn(f"checkpoint at step {t.loop.step} not saved ({exc}); the previous one is kept",
                           RuntimeWarning, stacklevel=2)
     here.barrier()
+
+
+def _save_policy(t: TrainingState, here, path, step: int | None = None) -> None:
+    """The policy as it is now, in ``path`` (rank 0 writes; a sharded one is gathered whole, every rank taking
+    part); ``step``: a snapshot along the run, logged with the time it was taken."""
+    state = sharding.full_state_dict(t.policy.base_model, trainable_only=t.policy.params == "lora") \
+        if t.policy.sharded else None
+    if here.is_main:
+        t.policy.save(path, state=state)
+        if step is not None:
+            t.run.log({"event": "policy_saved", "step": step, "path": str(path.relative_to(t.run.path)),
+                       "token_passes": t.budget.passes(), "seconds_elapsed": time.perf_counter() - t.started})
 
 
 def _stopped(t: TrainingState, here, signal_name: str, started_training: bool):
@@ -246,8 +289,7 @@ def _summarise(t: TrainingState, task, n: int, accuracy_after, verdicts_after, s
     method, loop, config = t.method, t.loop, t.config
     if method.memory is not None and here.is_main:
         method.memory.save(t.run.memory_path)
-    if here.is_main:
-        t.policy.save(t.run.policy_path)
+    _save_policy(t, here, t.run.policy_path)
     before = loop.accuracy_before
     summary = {"task": task.name, "method": config.method, "params": config.params, "steps": config.steps,
                "steps_done": loop.step, "sequences_scored": loop.sequences_scored,
@@ -262,6 +304,8 @@ def _summarise(t: TrainingState, task, n: int, accuracy_after, verdicts_after, s
                "tokens_forward": loop.tokens_forward, "token_passes": t.budget.passes(),
                "verdicts_after": [bool(v) for v in verdicts_after] if n else [],
                "wall_seconds": round(time.perf_counter() - t.started, 1),
+               # this rank's, as at step 1 (a run resumed after it: now, without gradients)
+               "trainable_bytes": getattr(t, "held_bytes", None) or sharding.local_bytes(t.policy.model, t.optimizer),
                # this process's peak resident memory (ru_maxrss is in KiB on Linux), and the GPU's peak
                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2),
                **({"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)}
@@ -271,14 +315,16 @@ def _summarise(t: TrainingState, task, n: int, accuracy_after, verdicts_after, s
     return summary
 
 
-def make_sampler(config: TrainConfig, policy, generator: torch.Generator, fmt):
-    """The sampler the run's methods draw rationales from (config.sampler: torch or vllm)."""
+def make_sampler(config: TrainConfig, policy, generator: torch.Generator, fmt, longest_input: int | None = None):
+    """The sampler the run's methods draw rationales from (config.sampler: torch or vllm); ``longest_input``:
+    the most tokens a sampled row needs (vLLM sizes its engine by it)."""
     if config.sampler == "vllm":
         from ..generation.vllm_sampler import VLLMSampler
 
         dtype = str(policy.base_model.dtype).removeprefix("torch.")  # what the trainer's copy resolved to
         return VLLMSampler(policy, config.model, dtype, config.vllm_gpu_memory_utilization, config.seed,
                            generator=generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                           check_rows=config.sampler_check_rows, stop=fmt.stop)
+                           check_rows=config.sampler_check_rows, stop=fmt.stop, tool=make_tool(config.tools),
+                           max_model_len=longest_input, rows=config.sample_batch_size)
     return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                         batch_size=config.sample_batch_size, stop=fmt.stop, tool=make_tool(config.tools))

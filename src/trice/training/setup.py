@@ -38,7 +38,8 @@ class ContextCheck:
     (always, when the model states no maximum length)."""
 
     def __init__(self, tokenizer, model, max_new_tokens: int):
-        self.tokenizer, self.limit, self.max_new_tokens = tokenizer, context_length(model, tokenizer), max_new_tokens
+        self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
+        self.limit = context_length(model, tokenizer) if model is not None else None
         self._prefix_lengths: dict[str, int] = {}
 
     def length(self, prefix: str, prompt: str) -> int:
@@ -87,6 +88,14 @@ class Setup:
     @property
     def prefix(self) -> str:
         return self.fmt.prefix(self.exemplars)
+
+    def longest_input(self, tokenizer, max_new_tokens: int) -> int:
+        """The most tokens one sampled row needs: prefix + the longest training prompt (the rationale prompt
+        or the hinted guide's) + ``max_new_tokens`` (an engine's ``max_model_len``)."""
+        check = ContextCheck(tokenizer, None, max_new_tokens)
+        guide = self.fmt.guide_prefix(self.exemplars)
+        return max([check.length(self.prefix, self.method.prompt(e.question)) for e in self.train_set]
+                   + [check.length(guide, self.fmt.guide_prompt(e.question, e.answer)) for e in self.train_set])
 
 
 def prepare(config, model, tokenizer, task: Task, *, exemplars: list[Example] | None = None,

@@ -116,22 +116,39 @@ class TrainingState:
     started: float = field(default_factory=time.perf_counter)  # perf_counter of the (resumed) run's start
 
     def __post_init__(self):
-        self.budget = Budget(self.config, self.sampler, self.loop)  # what the run spent and may still spend
+        # what the run spent and may still spend (a time budget counts the (resumed) run's seconds)
+        self.budget = Budget(self.config, self.sampler, self.loop, clock=lambda: time.perf_counter() - self.started)
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return self.policy.trainable_parameters()
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole state after a completed step (what a checkpoint holds)."""
-        return {name: capture(self) for name, capture, _ in FIELDS}
+        """The whole state after a completed step (what a checkpoint holds), but the sharded fields of a
+        sharded model (:data:`SHARDED`, :meth:`sharded_state`)."""
+        skip = SHARDED if self.policy.sharded else ()
+        return {name: capture(self) for name, capture, _ in FIELDS if name not in skip}
 
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Put back exactly what :meth:`snapshot` captured."""
+    def restore(self, saved: dict[str, Any], sharded: dict | None = None) -> None:
+        """Put back exactly what :meth:`snapshot` (and :meth:`sharded_state`, as ``sharded``) captured."""
         for name, _, put_back in FIELDS:
-            if put_back is not None:
+            if put_back is not None and name in saved:
                 put_back(self, saved[name])
+        if sharded is not None:
+            from torch.distributed.checkpoint.state_dict import set_state_dict
+
+            set_state_dict(self.policy.base_model, self.optimizer, model_state_dict=sharded["model"],
+                           optim_state_dict=sharded["optim"])
         self.sampler.on_update()  # the weights changed under the sampler
+
+    def sharded_state(self) -> dict:
+        """A sharded model's trainable parameters and Adam's state, each rank's shards (a template to load into
+        too): what torch.distributed.checkpoint writes, one file per rank."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        model, optim = get_state_dict(self.policy.base_model, self.optimizer,
+                                      options=StateDictOptions(ignore_frozen_params=True))
+        return {"model": model, "optim": optim}
 
     def mark(self) -> dict[str, Any]:
         """What a step changes before its update (generators, token count, epoch order): taken at the
@@ -153,7 +170,9 @@ def _set_started(t: TrainingState, elapsed: float) -> None:
 
 
 # The state a checkpoint holds: (name, capture, put back); None: saved for the record, not restored
-# (the config is read from the run directory's config.yaml).
+# (the config is read from the run directory's config.yaml). With sharded weights the SHARDED fields go to the
+# checkpoint's shards instead (TrainingState.sharded_state).
+SHARDED = ("params", "optimizer")
 FIELDS = (
     ("params", lambda t: t.policy.trainable_values(), lambda t, v: t.policy.load_trainable(v)),
     ("optimizer", lambda t: t.optimizer.state_dict(), lambda t, v: t.optimizer.load_state_dict(v)),
