@@ -204,9 +204,13 @@ def main(argv=None) -> int:
 
     timings = {}
     runs = (("ours", ours), ("generate", theirs), ("plain", lambda: ours("plain")),
-            ("ours_4x_rows", lambda: ours(copies=4)), ("plain_4x_rows", lambda: ours("plain", copies=4)))
+            ("ours_4x_rows", lambda: ours(copies=4)), ("plain_4x_rows", lambda: ours("plain", copies=4)),
+            ("compiled", lambda: ours("compiled")), ("compiled_4x_rows", lambda: ours("compiled", copies=4)))
+    first_call = {}
     for name, fn in runs:
-        fn()  # warm-up
+        t0 = time.perf_counter()
+        fn()  # warm-up (the compiled engine compiles its step here: timed)
+        first_call[name] = time.perf_counter() - t0
         t0 = time.perf_counter()
         count = fn()
         timings[name] = count / (time.perf_counter() - t0)
@@ -216,9 +220,14 @@ def main(argv=None) -> int:
     report["plain_sampler_tokens_per_s"] = timings["plain"]
     report[f"sampled_tokens_per_s_{4 * args.rows}_rows"] = timings["ours_4x_rows"]
     report[f"plain_sampler_tokens_per_s_{4 * args.rows}_rows"] = timings["plain_4x_rows"]
+    report["compiled_sampler_tokens_per_s"] = timings["compiled"]
+    report[f"compiled_sampler_tokens_per_s_{4 * args.rows}_rows"] = timings["compiled_4x_rows"]
+    report["compiled_first_call_seconds"] = {k: first_call[k] for k in ("compiled", "compiled_4x_rows")}
     print(f"  sampling: {timings['ours']:.0f} tok/s, generate {timings['generate']:.0f} tok/s "
           f"({report['sampler_vs_generate']:.2f}x), plain path {timings['plain']:.0f} tok/s; "
-          f"{4 * args.rows} rows: {timings['ours_4x_rows']:.0f} tok/s, plain {timings['plain_4x_rows']:.0f}",
+          f"{4 * args.rows} rows: {timings['ours_4x_rows']:.0f} tok/s, plain {timings['plain_4x_rows']:.0f}; compiled "
+          f"{timings['compiled']:.0f} and {timings['compiled_4x_rows']:.0f} tok/s (first calls, compile included: "
+          f"{first_call['compiled']:.1f} s, {first_call['compiled_4x_rows']:.1f} s)",
           flush=True)
     if args.profile_dir:  # where one sampling call's time goes (CPU-side overhead: CPU total >> CUDA total)
         profile_to(Path(args.profile_dir) / "sampling-profile.txt", ours, device)

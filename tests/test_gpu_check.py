@@ -20,5 +20,6 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         run = report[f"train_{params}"]
         assert run["steps_done"] == 2 and run["tokens_sampled"] > 0 and run["sequences_scored"] > 0
     assert report["sampled_tokens_per_s"] > 0 and report["generate_tokens_per_s"] > 0
+    assert report["compiled_sampler_tokens_per_s"] > 0 and report["compiled_first_call_seconds"]["compiled"] > 0
     assert 0 < report["scoring_mfu"] < 1.5 and report["matmul_peak_flops_per_s"] > 0
     assert report["peak_host_rss_gib"] > 0

@@ -20,6 +20,7 @@ import yaml
 from .choices import (
     ANSWER_TYPES,
     DTYPES,
+    ENGINES,
     GRPO_LOSS_TYPES,
     GRPO_SCALE_REWARDS,
     ON_TOO_LONG,
@@ -112,6 +113,10 @@ class TrainConfig:
     on_too_long: str = _f("drop", "examples whose prompt + max_new_tokens exceed the model's context: drop "
                                   "them with a warning, or error", choices=ON_TOO_LONG)
     sample_batch_size: int = _f(64, "decode rows of the sampling engine (slots refilled as rows finish)")
+    engine: str = _f("auto", "the torch sampler's engine: slots (continuous batching), compiled (its decode step "
+                             "through torch.compile, static shapes; slower on CPUs, for GPUs: "
+                             "trice.generation.compiled_decode), plain (transformers' forward), or auto (slots on a "
+                             "CPU, plain on a GPU)", choices=ENGINES)
     score_batch_size: int = _f(16, "rows per scoring forward + backward; gradients accumulate over them "
                                    "(lower it if a step runs out of memory)")
     # --- initialisation (ALGORITHM.md section 2)

@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..choices import ENGINES
 from ..errors import TriceError
 from ..modeling.merged_lora import MergedLora
 from ..prompts import STOP
@@ -110,7 +111,11 @@ class TorchSampler:
         self.merged.invalidate()
 
     def metrics(self) -> dict:
-        return {}
+        if self.engine != "compiled":
+            return {}
+        from .compiled_decode import compile_seconds  # the first call of each shape, compile included
+
+        return {"seconds_first_compiled_steps": round(sum(compile_seconds.values()), 2)}
 
 
 def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 1.0,
@@ -122,7 +127,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
     ``hook`` (e.g. :class:`trice.tools.Calculator`) inserts tool results mid-sequence: a sample's text then
     holds the inserted spans marked (:func:`trice.tools.mark`), and its ``num_tokens`` counts them.
 
-    ``engine``: "slots" (:mod:`.slot_engine`), "plain" (:mod:`.plain_engine`) or "auto"
+    ``engine``: "slots" (:mod:`.slot_engine`), "compiled" (the slot engine with its decode step through
+    ``torch.compile``, :mod:`.compiled_decode`), "plain" (:mod:`.plain_engine`) or "auto"
     (:func:`auto_engine`: slots on CPUs where the model's attention is covered, plain on GPUs). ``merged`` keeps LoRA's merged weights between calls.
 
     >>> import torch  # doctest: +SKIP
@@ -137,8 +143,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
         raise TriceError(f"temperature must be >= 0, got {temperature}")
     if batch_size < 1 or max_new_tokens < 0:
         raise TriceError("batch_size must be >= 1 and max_new_tokens >= 0")
-    if engine not in ("auto", "slots", "plain"):
-        raise TriceError(f"unknown sampling engine '{engine}': choose auto, slots or plain")
+    if engine not in ENGINES:
+        raise TriceError(f"unknown sampling engine '{engine}': choose {', '.join(ENGINES)}")
     key = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) if temperature > 0 else 0
     if not prompts:
         return []
@@ -172,13 +178,16 @@ def _sample_rows(policy, prompts, row_ids, key, max_new_tokens, temperature, sto
     stop_ids = stop_token_ids(tok, policy.base_model)
     if engine == "auto":
         engine = auto_engine(policy)
-    run = slot_engine.run if engine == "slots" else plain_engine.run
+    if engine == "compiled" and not slot_engine.supports(policy.base_model):
+        engine = "plain"  # (the compiled step is the slot engine's)
+    run = slot_engine.run if engine in ("slots", "compiled") else plain_engine.run
+    extra = {"compiled": True} if engine == "compiled" else {}
     merged = merged if merged is not None else MergedLora(policy.model, enabled=not getattr(policy, "sharded", False))
     with torch.inference_mode(), merged.active():
         if policy.prefix_embeds().shape[0] == 0 and any(len(x) == 0 for x in ids):
             raise TriceError("cannot sample from an empty prompt without a prefix")
         rows = run(policy, ids, row_ids, key, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop,
-                   stop_ids=stop_ids, batch_size=batch_size, hook=hook)
+                   stop_ids=stop_ids, batch_size=batch_size, hook=hook, **extra)
     samples = []
     for i in range(len(prompts)):
         n = int(rows.count[i])

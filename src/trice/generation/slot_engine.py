@@ -31,9 +31,8 @@ mid-sequence. Models this engine does not cover (sliding-window or soft-capped a
 sinks) use the plain path in :mod:`trice.generation.plain_engine`. Each new token is drawn, checked
 and recorded by :class:`~trice.generation.rows.RowWriter`, as the plain path does.
 
-``torch.compile`` is not used: the shapes change with every refill, packing and shrink, and on the
-CPU inductor's compile of a 30-layer model costs minutes per shape (benchmarks/PROFILE.md measures
-what fusing the elementwise work could still win).
+``engine="compiled"`` runs the decode step with fixed shapes through ``torch.compile``
+(:mod:`trice.generation.compiled_decode`); the refills stay eager.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ import torch
 
 from ..modeling.layout import cached_prefix_length, row_block
 from ..runtime import interrupts
+from . import compiled_decode
 from .rows import Rows, RowWriter
 
 ATTENTION = "trice_slots"
@@ -134,6 +134,7 @@ class SlotCache:
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, [kv_heads, P, D] each
         self.rows: torch.Tensor | None = None
         self.start, self.upto = 0, length
+        self.column: torch.Tensor | None = None  # static decode (compiled_decode): write here, return all L columns
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         while len(self.keys) <= layer_idx:
@@ -144,6 +145,10 @@ class SlotCache:
             self.keys[layer_idx] = key_states.new_zeros(shape)
             self.values[layer_idx] = value_states.new_zeros(shape[:3] + (value_states.shape[-1],))
         keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.column is not None:  # the static step: one column of every slot, the whole buffers back
+            keys.index_copy_(2, self.column, key_states)
+            values.index_copy_(2, self.column, value_states)
+            return keys, values
         end = self.start + key_states.shape[2]
         if self.rows is None:
             keys[:, :, self.start:end] = key_states
@@ -154,7 +159,7 @@ class SlotCache:
         return keys[self.rows, :, :self.upto], values[self.rows, :, :self.upto]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.start
+        return 0 if self.column is not None else self.start  # (a constant in the static step: no recompile)
 
     def prefix(self, layer_idx: int):
         return self.prefix_kv[layer_idx] if self.prefix_kv else None
@@ -176,21 +181,23 @@ class SlotCache:
 
 # ---------------------------------------------------------------------------------------------- engine
 def run(policy, ids: list[list[int]], row_ids: list[int], key: int, *, max_new_tokens: int, temperature: float,
-        stop: tuple[str, ...], stop_ids: set[int], batch_size: int, hook=None) -> Rows:
+        stop: tuple[str, ...], stop_ids: set[int], batch_size: int, hook=None, compiled: bool = False) -> Rows:
     """Generate for every prompt (token ids, without the prefix) with continuous batching; ``hook``
-    inserts tool results (:mod:`trice.generation.tool_inserts`)."""
+    inserts tool results (:mod:`trice.generation.tool_inserts`); ``compiled``: the decode step with fixed
+    shapes through ``torch.compile`` (:mod:`trice.generation.compiled_decode`)."""
     rows = Rows.empty(len(ids), max_new_tokens)
     if not ids or max_new_tokens == 0:
         return rows
     writer = RowWriter(policy, rows, row_ids, key, temperature=temperature, stop=stop, stop_ids=stop_ids, hook=hook)
     with _UseSlotAttention(policy.base_model):
-        _Engine(policy, ids, batch_size, max_new_tokens, writer).loop()
+        _Engine(policy, ids, batch_size, max_new_tokens, writer, compiled).loop()
     return rows
 
 
 class _Engine:
-    def __init__(self, policy, ids, batch_size, max_new_tokens, writer: RowWriter):
+    def __init__(self, policy, ids, batch_size, max_new_tokens, writer: RowWriter, compiled: bool = False):
         self.policy, self.ids, self.writer, self.max_new = policy, ids, writer, max_new_tokens
+        self.compiled = compiled
         self.device = device = policy.device
         prefix = policy.prefix_embeds()  # (sampler._sample_rows refused an empty prompt without a prefix)
         self.prefix = prefix
@@ -199,6 +206,8 @@ class _Engine:
         self.width = max(len(x) for x in ids) + self.lead  # widest prompt input
         self.batch = min(batch_size, len(ids))
         length = self.width + 2 * max_new_tokens + 8  # the slots' own columns
+        if compiled:
+            length = compiled_decode.static_length(length)
         self.cache = SlotCache(self.batch, length)
         self.length = length
         self.valid = torch.zeros(self.batch, length, dtype=torch.bool, device=device)
@@ -236,7 +245,7 @@ class _Engine:
             if self.queue and len(free) and (len(free) >= max(1, self.batch // 8) or len(free) == self.batch):
                 self.refill(free)
                 continue
-            if not self.queue and int(live.sum()) <= self.batch // 2 and self.batch > 4:
+            if not self.queue and int(live.sum()) <= self.batch // 2 and self.batch > 4 and not self.compiled:
                 self.shrink(live.nonzero().flatten())
             interrupts.check()  # a SIGINT/SIGTERM ends a long sampling phase here, between decode steps
             self.decode()
@@ -284,17 +293,23 @@ class _Engine:
         # Free slots see only their own new column (their output is unused; no row of scores may be all
         # -inf), and forget it after the step, so their stale columns never count when packing.
         self.valid[:, c] = True
-        self.cache.rows, self.cache.start, self.cache.upto = None, c, c + 1
-        embeds = self.policy.embed(self.last[:, None])
-        out = self.policy.forward(embeds, self._additive(self.valid[:, :c + 1])[:, None, None, :],
-                                  position_ids=self.slot_pos[:, None],
-                                  past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        if self.compiled:  # every column attended to (the unwritten ones masked), written at a tensor index
+            self.cache.rows, self.cache.column = None, torch.full((1,), c, dtype=torch.long, device=self.device)
+            logits = compiled_decode.decode_logits(self.policy, self.cache, self.last,
+                                                   self._additive(self.valid)[:, None, None, :], self.slot_pos)
+            self.cache.column = None
+        else:
+            self.cache.rows, self.cache.start, self.cache.upto = None, c, c + 1
+            embeds = self.policy.embed(self.last[:, None])
+            logits = self.policy.forward(embeds, self._additive(self.valid[:, :c + 1])[:, None, None, :],
+                                         position_ids=self.slot_pos[:, None],
+                                         past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
         self.column = c + 1
         self.slot_pos += 1
         live_mask = self.slot_row >= 0
         self.valid[~live_mask, c] = False
         live = live_mask.nonzero().flatten()
-        self.emit(live, out.logits[live, -1, :])
+        self.emit(live, logits[live])
 
     def emit(self, slots: torch.Tensor, logits: torch.Tensor) -> None:
         """Draw, check and record the next token of ``slots`` (:class:`RowWriter`); retire finished rows."""

@@ -327,4 +327,5 @@ def make_sampler(config: TrainConfig, policy, generator: torch.Generator, fmt, l
                            check_rows=config.sampler_check_rows, stop=fmt.stop, tool=make_tool(config.tools),
                            max_model_len=longest_input, rows=config.sample_batch_size)
     return TorchSampler(policy, generator, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                        batch_size=config.sample_batch_size, stop=fmt.stop, tool=make_tool(config.tools))
+                        batch_size=config.sample_batch_size, stop=fmt.stop, tool=make_tool(config.tools),
+                        engine=config.engine)
