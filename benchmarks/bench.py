@@ -40,7 +40,8 @@ import torch
 
 
 from bench_common import (ROOT, FIGURES, log, no_stop_tokens, Bench)  # noqa: E402
-from bench_figures import (fig_sampling, fig_scoring, fig_generate, fig_trl, fig_tta)  # noqa: E402
+from bench_figures import (fig_sampling, fig_scoring, fig_generate, fig_trl)  # noqa: E402
+from bench_tta import fig_tta  # noqa: E402
 from bench_vllm import fig_vllm  # noqa: E402
 
 

@@ -238,9 +238,9 @@ def _step(t: TrainingState, ctx: Context, step: int, here, progress, bar) -> boo
     progress.update(bar, advance=1, description=f"training {shown}")
     if step == 1:  # what this rank holds, gradients alive (with --fsdp: 1/N of one process's; docs/scale-out.md)
         t.held_bytes = held = sharding.local_bytes(t.policy.base_model, t.optimizer)
-    if sharded and step == 1:
-        print(f"rank {here.rank}: {held['parameters']:,} bytes of parameters, {held['gradients']:,} of gradients, "
-              f"{held['optimizer']:,} of optimiser state", file=sys.stderr, flush=True)
+        if sharded:
+            print(f"rank {here.rank}: {held['parameters']:,} bytes of parameters, {held['gradients']:,} of "
+                  f"gradients, {held['optimizer']:,} of optimiser state", file=sys.stderr, flush=True)
     loop.step = step
     if loop.bad_steps >= config.max_bad_steps:
         _save(t, here)
