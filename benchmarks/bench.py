@@ -98,6 +98,7 @@ def profile(b: Bench, out_dir: Path):
                          generator=torch.Generator().manual_seed(0))
             wall = time.perf_counter() - t0
     write_profile(prof, out_dir / "sampling.txt", f"sampler: {DEFAULT_BATCH_SIZE} rows x 64 tokens, LoRA merged", wall)
+    profile_static_step(policy, prompts, out_dir)
     conts = [s.text + END_OF_RATIONALE for s in out[:len(b.prompts)]]
     params = policy.trainable_parameters()
     loss = -score(policy, b.prompts, conts).mean()
@@ -111,6 +112,40 @@ def profile(b: Bench, out_dir: Path):
         wall = time.perf_counter() - t0
     write_profile(prof, out_dir / "scoring.txt", "score + backward: 16 rows, LoRA", wall)
     log(f"  profiles written to {out_dir}")
+
+
+def profile_static_step(policy, prompts, out_dir: Path):
+    """The compiled engine's shortfall taken apart (issue 26): the same call through the static decode step,
+    compiled (sampling-compiled.txt) and eager (sampling-static-eager.txt: the fixed shapes without inductor),
+    so that what the static shapes cost and what inductor's fusion saves can be read apart."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    from trice.generation import compiled_decode
+    from trice.generation.sampler import sample
+
+    def call():
+        return sample(policy, prompts, max_new_tokens=64, temperature=1.0, stop=(), batch_size=len(prompts),
+                      generator=torch.Generator().manual_seed(0), engine="compiled")
+
+    for name, eager in (("sampling-compiled.txt", False), ("sampling-static-eager.txt", True)):
+        compiled_decode.reset()
+        if eager:  # what a refused compile does: the same static step, run eagerly
+            compiled_decode._failed.append("profiling the eager static step")
+        with no_stop_tokens():
+            t0 = time.perf_counter()
+            call()  # compiles (the first call of this shape)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            call()
+            plain_wall = time.perf_counter() - t0
+            with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                call()
+                wall = time.perf_counter() - t0
+        write_profile(prof, out_dir / name, f"static decode step ({'eager' if eager else 'compiled'}), "
+                      f"{len(prompts)} rows x 64 tokens; first call {first:.1f} s, an unprofiled call {plain_wall:.2f} s "
+                      f"({64 * len(prompts) / plain_wall:.0f} tok/s)", wall)
+    compiled_decode.reset()
 
 
 def write_profile(prof, path: Path, title: str, wall: float):

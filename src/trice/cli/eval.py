@@ -47,6 +47,8 @@ def cmd_eval(args) -> int:
         result["sc_samples"] = args.sc_samples
     if here.is_main:
         where = policy_path if getattr(args, "policy", None) else run.path
-        (where / "eval.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        # eval.json also keeps each question's verdict (for paired comparisons, e.g. benchmarks/h2h_report.py)
+        (where / "eval.json").write_text(json.dumps({**result, "verdicts": [bool(v) for v in verdicts]}, indent=2)
+                                         + "\n", encoding="utf-8")
         print(json.dumps(result))
     return 0
