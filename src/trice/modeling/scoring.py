@@ -122,6 +122,19 @@ def _chunk_logprobs(head, hidden, targets):
 
 
 FROZEN_HEAD = True  # False: checkpoint a frozen head's chunks too (the benchmarks' and tests' comparison)
+# Float32 logits per chunk, by device: a CPU's chunk fits its caches (64 MB); a GPU's is large, because its small
+# chunks were launch-bound (the log-softmax was 16% of an H100's scoring time in [chunk, 151,936] pieces,
+# benchmarks/PROFILE.md); the GPU size is not yet measured against others.
+CHUNK_BYTES = {"cpu": 2 ** 26, "cuda": 2 ** 30}
+
+
+def chunk_rows(vocab: int, device: torch.device | str = "cpu") -> int:
+    """Rows of logits computed at once by :func:`chunked_logprobs` for a ``vocab``-wide head on ``device``.
+
+    >>> chunk_rows(49152), chunk_rows(49152, "cuda")
+    (341, 5461)
+    """
+    return max(16, CHUNK_BYTES.get(torch.device(device).type, CHUNK_BYTES["cpu"]) // (4 * vocab))
 
 
 def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -132,7 +145,7 @@ def chunked_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, chunk: i
     pass (activation checkpointing). Written by hand: the fused linear cross-entropy kernels (Liger, Apple's
     cut-cross-entropy) are GPU-only Triton."""
     vocab = head.weight.shape[0]
-    chunk = chunk or max(16, 2 ** 24 // vocab)  # ~64 MB of float32 logits per chunk
+    chunk = chunk or chunk_rows(vocab, hidden.device)
     trained_head = any(p.requires_grad for p in head.parameters())
     if FROZEN_HEAD and torch.is_grad_enabled() and hidden.requires_grad and not trained_head \
             and type(head) is torch.nn.Linear:
