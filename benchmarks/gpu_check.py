@@ -223,6 +223,15 @@ def main(argv=None) -> int:
     report["compiled_sampler_tokens_per_s"] = timings["compiled"]
     report[f"compiled_sampler_tokens_per_s_{4 * args.rows}_rows"] = timings["compiled_4x_rows"]
     report["compiled_first_call_seconds"] = {k: first_call[k] for k in ("compiled", "compiled_4x_rows")}
+    if device.startswith("cuda"):  # what engine="auto" will run on this GPU (trice.generation.engine_choice)
+        from trice.generation import engine_choice
+
+        report["engine_choice"] = engine_choice.record(report["device"], {
+            "plain": {args.rows: timings["plain"], 4 * args.rows: timings["plain_4x_rows"]},
+            "compiled": {args.rows: timings["compiled"], 4 * args.rows: timings["compiled_4x_rows"]},
+            "slots": {args.rows: timings["ours"], 4 * args.rows: timings["ours_4x_rows"]}})
+        print(f"  engine auto on this GPU: {report['engine_choice']['engine']} (kept in "
+              f"{engine_choice.choices_path()})", flush=True)
     print(f"  sampling: {timings['ours']:.0f} tok/s, generate {timings['generate']:.0f} tok/s "
           f"({report['sampler_vs_generate']:.2f}x), plain path {timings['plain']:.0f} tok/s; "
           f"{4 * args.rows} rows: {timings['ours_4x_rows']:.0f} tok/s, plain {timings['plain_4x_rows']:.0f}; compiled "

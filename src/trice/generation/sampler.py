@@ -163,9 +163,17 @@ def auto_engine(policy) -> str:
     (336 against 204 tok/s at 64 rows on SmolLM2-135M), the plain path on CUDA, where the slot engine's
     many small kernels leave the GPU waiting on Python (H100, Qwen2.5-0.5B shape, bf16: plain 3,230
     against 1,992 tok/s at 64 rows, 9,913 against 6,280 at 256); and the plain path for attention the
-    slot engine does not cover (sliding windows, soft-capping)."""
-    if policy.device.type == "cuda" or not slot_engine.supports(policy.base_model):
+    slot engine does not cover (sliding windows, soft-capping). On CUDA the compiled slot engine is picked
+    where ``make gpu-check`` measured it faster than the plain path on that GPU (:mod:`.engine_choice`); the
+    choice is said once per process."""
+    if not slot_engine.supports(policy.base_model):
         return "plain"
+    if policy.device.type == "cuda":
+        from . import engine_choice
+
+        engine, why = engine_choice.cuda_engine(torch.cuda.get_device_name(policy.device))
+        engine_choice.say_once(engine, why)
+        return engine
     return "slots"
 
 
