@@ -93,11 +93,12 @@ def report(out: Path, doc: Path) -> None:
             writer.writerows({"run": name, **r} for r in rows)
     lines = ["| run | snapshots | seconds per step | accuracy at the snapshots (seconds: accuracy) | last (± SE) |",
              "|---|---|---|---|---|"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, by_step) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     untuned = [json.loads((p / "summary.json").read_text())["greedy_accuracy_before"] for p in out.glob("*-seed*")
                if (p / "summary.json").exists()]  # trice's runs evaluate the untuned model on the same questions
     if untuned:
-        ax.axhline(untuned[0], color="grey", ls="--", lw=1, label="untuned")
+        for panel in (ax, by_step):
+            panel.axhline(untuned[0], color="grey", ls="--", lw=1, label="untuned")
         lines.insert(0, f"Untuned, the same 200 questions: {untuned[0]:.3f}.\n")
     colours = {"trl": "tab:red", "grpo": "tab:blue", "trice-auto": "tab:green"}
     for name, rows in runs.items():
@@ -110,12 +111,18 @@ def report(out: Path, doc: Path) -> None:
         lines.append(f"| {name} | {len(rows)} | {per_step(rows):.1f} | {shown} | {last:.3f} ± {se:.3f} |")
         ax.plot([0] + [r["seconds"] for r in rows], [None] + [r["accuracy"] for r in rows], "o-",
                 color=colours.get(method), alpha=0.8, label=method)
+        by_step.plot([r["step"] for r in rows], [r["accuracy"] for r in rows], "o-", color=colours.get(method),
+                     alpha=0.8, label=method)  # does trice's grpo learn per step as TRL's does?
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys())
     ax.set_xlabel("seconds since the run started (model loading and set-up included)")
     ax.set_ylabel("held-out greedy accuracy (200 questions)")
     ax.set_title("chain_sum, SmolLM2-135M, LoRA r=8: TRL GRPOTrainer vs trice", fontsize=10)
-    ax.grid(alpha=0.3)
+    by_step.set_xlabel("optimizer steps")
+    by_step.set_xscale("symlog", linthresh=10)
+    by_step.set_title("the same snapshots against steps", fontsize=10)
+    for panel in (ax, by_step):
+        panel.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(doc / "head-to-head.png", dpi=110)
     lines += [""] + summary_tables(runs)
