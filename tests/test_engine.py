@@ -156,9 +156,12 @@ def test_packing_keeps_only_live_rows_columns(monkeypatch):
     assert slots == draw(policy, prompts, engine_name="plain", batch_size=16, stop=stops)
 
 
-def test_auto_engine_is_the_slot_engine_on_cpus_and_the_plain_path_on_cuda():
+def test_auto_engine_is_the_slot_engine_on_cpus_and_the_plain_path_on_cuda(tmp_path, monkeypatch):
     """The measured rule (benchmarks/PROFILE.md): slots on CPUs, plain on CUDA and for attention the slot
-    engine does not cover."""
+    engine does not cover; on a GPU where make gpu-check measured the compiled engine faster, that one."""
+    from trice.generation import engine_choice
+
+    monkeypatch.setenv("TRICE_ENGINE_CHOICES", str(tmp_path / "choices.json"))
     policy = make_policy("lora")
     assert auto_engine(policy) == "slots"
 
@@ -166,6 +169,9 @@ def test_auto_engine_is_the_slot_engine_on_cpus_and_the_plain_path_on_cuda():
         device = torch.device("cuda")
         base_model = policy.base_model
 
-    assert auto_engine(OnCuda()) == "plain"
+    assert auto_engine(OnCuda()) == "plain"  # no measurement for this GPU
+    monkeypatch.setattr(engine_choice, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    engine_choice.record("NVIDIA H100 80GB HBM3", {"plain": {64: 3376}, "compiled": {64: 21000}})
+    assert auto_engine(OnCuda()) == "compiled"
     policy.base_model.config.sliding_window, policy.base_model.config.use_sliding_window = 4, True
     assert engine.supports(policy.base_model) is False and auto_engine(policy) == "plain"

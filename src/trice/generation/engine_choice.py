@@ -66,6 +66,17 @@ def cuda_engine(device_name: str, path: Path | None = None) -> tuple[str, str]:
     return entry["engine"], f"measured on {device_name} by make gpu-check ({entry.get('measured', '?')}): {figures}"
 
 
+def device_name(device) -> str:
+    """What ``torch.cuda.get_device_name`` says of ``device`` (the key of the choices), or a placeholder where
+    CUDA cannot answer."""
+    import torch
+
+    try:
+        return torch.cuda.get_device_name(device)
+    except (AssertionError, RuntimeError):  # a torch without CUDA (a test's stand-in device)
+        return "unknown CUDA device"
+
+
 def say_once(engine: str, why: str) -> None:
     """One line on stderr, the first time a process picks ``engine`` for this reason."""
     if (engine, why) not in _said:

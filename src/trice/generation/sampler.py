@@ -171,7 +171,7 @@ def auto_engine(policy) -> str:
     if policy.device.type == "cuda":
         from . import engine_choice
 
-        engine, why = engine_choice.cuda_engine(torch.cuda.get_device_name(policy.device))
+        engine, why = engine_choice.cuda_engine(engine_choice.device_name(policy.device))
         engine_choice.say_once(engine, why)
         return engine
     return "slots"
