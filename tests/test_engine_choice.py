@@ -2,6 +2,7 @@
 choice is a pure function of the figures, kept per GPU name, and said once."""
 
 import json
+import os
 
 from trice.generation import engine_choice
 from trice.generation.engine_choice import cuda_engine, decide, record
@@ -26,6 +27,10 @@ def test_a_recorded_measurement_decides_for_that_gpu_only(tmp_path, monkeypatch,
     engine, why = cuda_engine("NVIDIA H100 80GB HBM3")
     assert engine == "compiled" and "21,000 tok/s at 64 rows" in why and "3,376" in why
     assert cuda_engine("NVIDIA A10G")[0] == "plain"
+    stamp = path.stat().st_mtime_ns  # a new measurement is read again (the file is cached by its mtime)
+    record("NVIDIA A10G", {"plain": {64: 2000, 256: 8000}, "compiled": {64: 2500, 256: 9000}})
+    os.utime(path, ns=(stamp + 10 ** 9, stamp + 10 ** 9))
+    assert cuda_engine("NVIDIA A10G")[0] == "compiled"
     assert cuda_engine("NVIDIA L4")[0] == "plain" and "make gpu-check" in cuda_engine("NVIDIA L4")[1]
     engine_choice._said.clear()
     engine_choice.say_once(engine, why)

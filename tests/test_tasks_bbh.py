@@ -4,8 +4,7 @@ The loader is tested anywhere on small synthetic files in the BIG-Bench-Hard lay
 (tests/fixtures/data/bbh: three tasks of toy questions and cot-prompts written for these tests). The
 checks against the real data run where $TRICE_DATA_DIR names a directory holding bbh/ (the 27 task
 files and cot-prompts/; never copied into the project) and are skipped, saying so, elsewhere. The
-check is compared with lm-evaluation-harness's BBH CoT rule, re-implemented below
-(bbh/cot_fewshot: regex "(?<=the answer is )(.*)(?=.)", take_first, exact_match).
+check itself, case by case against lm-evaluation-harness's rule, is in tests/test_bbh_check.py.
 """
 
 import json
@@ -19,7 +18,9 @@ import pytest
 
 from trice.errors import TriceError
 from trice.tasks import get_task
-from trice.tasks.bbh import TASKS, BBHTask, bbh_correct, parse_cot_prompt
+from trice.tasks.bbh import TASKS, BBHTask, parse_cot_prompt
+
+from test_bbh_check import lm_eval_verdict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"  # synthetic, in the BIG-Bench-Hard layout
 DATA = Path(os.environ["TRICE_DATA_DIR"]).expanduser() if os.environ.get("TRICE_DATA_DIR") else None
@@ -28,13 +29,6 @@ needs_data = pytest.mark.skipif(
     BBH is None or not (BBH / "cot-prompts").is_dir(),
     reason="set TRICE_DATA_DIR to a directory with bbh/ (the BIG-Bench Hard <task>.json files and "
            "cot-prompts/) to run the checks against the real data")
-
-
-def lm_eval_verdict(response: str, target: str) -> bool:
-    """lm-evaluation-harness bbh_cot_fewshot: RegexFilter + take_first, then exact_match."""
-    found = re.findall(r"(?<=the answer is )(.*)(?=.)", response)
-    prediction = found[0].strip() if found else "[invalid]"
-    return prediction == target
 
 
 @pytest.fixture(scope="module")
@@ -236,88 +230,6 @@ def test_fixture_combined_task_keeps_each_tasks_split_and_exemplars(monkeypatch,
         assert not combined.check(f"So the answer is {_another_answer(ex.answer)}.", ex)
 
 
-# --- the check vs lm-evaluation-harness ------------------------------------------------------
-# (rationale, target, task, our verdict, how it relates to lm-eval's verdict)
-#   "same": lm-eval gives the same verdict;  "norm": lm-eval says wrong, we accept an
-#   equivalent spelling (or ignore trailing whitespace of the whole rationale).
-CASES = [
-    ("So the answer is (A).", "(A)", "date_understanding", True, "same"),
-    ("the answer is (A).", "(A)", "date_understanding", True, "same"),
-    ("So the answer is A.", "(A)", "date_understanding", True, "norm"),
-    ("So the answer is (a).", "(A)", "snarks", True, "norm"),
-    ("So the answer is (B).", "(A)", "date_understanding", False, "same"),
-    ("So the answer is (A) 01/01/2000.", "(A)", "date_understanding", False, "same"),
-    ("So the answer is (A)", "(A)", "date_understanding", False, "same"),  # no final period
-    ("So the answer is (A)!", "(A)", "date_understanding", True, "same"),  # any last character
-    ("So the answer is (A). I hope that helps.", "(A)", "hyperbaton", False, "same"),
-    ("So the answer is (A).\nI hope that helps.", "(A)", "hyperbaton", True, "same"),
-    ("At first the answer is (B).\nOn reflection the answer is (A).", "(A)", "snarks", False, "same"),
-    ("At first the answer is (B).\nOn reflection the answer is (A).", "(B)", "snarks", True, "same"),
-    ("So the answer is (A). No, the answer is (B).", "(B)", "snarks", False, "same"),
-    ("So the answer is (A).\n\nQ: next\nA: So the answer is (B).", "(A)", "snarks", True, "same"),
-    ("So The Answer Is (A).", "(A)", "snarks", False, "same"),
-    ("The answer is (A).", "(A)", "snarks", True, "direct"),  # lm-eval's phrase is lower case; pt-direct's target
-    ("So the answer is (B). The answer is (A).", "(A)", "snarks", False, "same"),  # lm-eval's phrase first
-    ("So the answer is   (A).", "(A)", "snarks", True, "same"),
-    ("So the answer is (A).\n", "(A)", "snarks", True, "same"),
-    ("So the answer is (A).   \n ", "(A)", "snarks", True, "norm"),  # trailing whitespace
-    ("So the answer is\n(A).", "(A)", "snarks", False, "same"),
-    ("I cannot decide.", "(A)", "snarks", False, "same"),
-    ("", "(A)", "snarks", False, "same"),
-    ("So the answer is B.", "(B)", None, True, "norm"),  # no task name: kind from the target
-    ("So the answer is True.", "True", "boolean_expressions", True, "same"),
-    ("So the answer is true.", "True", "boolean_expressions", True, "norm"),
-    ("So the answer is FALSE.", "False", "boolean_expressions", True, "norm"),
-    ("So the answer is False.", "True", "boolean_expressions", False, "same"),
-    ("So the answer is True", "True", "boolean_expressions", False, "same"),
-    ("So the answer is valid.", "valid", "formal_fallacies", True, "same"),
-    ("So the answer is Valid.", "valid", "formal_fallacies", True, "norm"),
-    ("So the answer is invalid.", "valid", "formal_fallacies", False, "same"),
-    ("So the answer is valid.", "invalid", "formal_fallacies", False, "same"),
-    ("So the answer is Yes.", "Yes", "causal_judgement", True, "same"),
-    ("So the answer is yes.", "Yes", "web_of_lies", True, "norm"),
-    ("So the answer is Yes.", "yes", "sports_understanding", True, "norm"),
-    ("So the answer is No.", "Yes", "navigate", False, "same"),
-    ("So the answer is yes, probably.", "yes", "sports_understanding", False, "same"),
-    ("So the answer is ant bee cat.", "ant bee cat", "word_sorting", True, "same"),
-    ("So the answer is ant, bee, cat.", "ant bee cat", "word_sorting", True, "norm"),
-    ("So the answer is bee ant cat.", "ant bee cat", "word_sorting", False, "same"),
-    ("So the answer is ant bee.", "ant bee cat", "word_sorting", False, "same"),
-    ("So the answer is ] ) >.", "] ) >", "dyck_languages", True, "same"),
-    ("So the answer is ])>.", "] ) >", "dyck_languages", True, "norm"),
-    ("So the answer is ] ) .", "] ) >", "dyck_languages", False, "same"),
-    ("So the answer is ] ) > ).", "] ) >", "dyck_languages", False, "same"),
-    ("So the answer is 24.", "24", "multistep_arithmetic_two", True, "same"),
-    ("So the answer is -50.", "-50", "multistep_arithmetic_two", True, "same"),
-    ("So the answer is 24.0.", "24", "multistep_arithmetic_two", True, "norm"),
-    ("So the answer is 1,024.", "1024", "multistep_arithmetic_two", True, "norm"),
-    ("So the answer is 42", "42", "object_counting", False, "same"),  # lm-eval reads "4"
-    ("So the answer is 23.", "24", "object_counting", False, "same"),
-    ("So the answer is six.", "6", "object_counting", False, "same"),
-    ("So the answer is Acme, Inc.", "Acme, Inc", "movie_recommendation", True, "same"),
-    ("So the answer is (A).", "Acme, Inc", "movie_recommendation", False, "same"),
-]
-
-
-@pytest.mark.parametrize("rationale, target, task, verdict, relation", CASES)
-def test_check_matches_lm_evaluation_harness(rationale, target, task, verdict, relation):
-    assert bbh_correct(rationale, target, task) is verdict
-    if relation == "same":
-        assert lm_eval_verdict(rationale, target) is verdict
-    else:  # we only ever accept more, never less: normalised answers, and the direct-answer form
-        assert verdict is True and lm_eval_verdict(rationale, target) is False
-
-
-def test_check_uses_the_examples_task_name(tmp_path):
-    rows = {"examples": [{"input": f"q{i}", "target": "ant bee cat"} for i in range(5)]}
-    (tmp_path / "word_sorting.json").write_text(json.dumps(rows))
-    with pytest.warns(RuntimeWarning, match="no cot-prompts"):
-        task = BBHTask(["word_sorting"], data_dir=tmp_path)
-    ex = task.train[0]
-    assert task.check("So the answer is ant, bee, cat.", ex)
-    assert task.is_correct("So the answer is ant, bee, cat.", ex.answer)
-
-
 # --- malformed inputs ------------------------------------------------------------------------
 def test_unknown_subtask_names_it_and_suggests():
     with pytest.raises(TriceError, match=r"unknown BBH task 'bbh/navigat' \(did you mean 'navigate'"):
@@ -398,13 +310,3 @@ def test_hub_failure_and_missing_datasets_are_clear_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(TriceError, match=r"bbh(/\w+)?: no local data .* `datasets` package is not installed"):
         get_task("bbh")
-
-
-@pytest.mark.parametrize("answer", ["yes", "(B)", "False", "42"])
-def test_the_direct_answer_target_is_read_by_the_bbh_check(answer):
-    """pt-direct trains on prompts.direct_target(y); the BBH check must read it (lm-eval's CoT regex alone is
-    case-sensitive and never did, so a direct-answer run scored 0 on every BBH task)."""
-    from trice.prompts import PLAIN
-
-    target = PLAIN.direct_target(answer)
-    assert bbh_correct(target, answer) and not bbh_correct(PLAIN.direct_target("maybe"), answer)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 DEFAULT = "plain"  # on CUDA without a measurement
 _said: set = set()
+_read: dict = {}  # path -> (modification time, the choices read from it)
 
 
 def choices_path() -> Path:
@@ -52,13 +53,25 @@ def record(device_name: str, tokens_per_s: dict, path: Path | None = None) -> di
     return entry
 
 
+def _table(path: Path) -> dict:
+    """The recorded choices, read again only when the file changed (``auto`` asks at every sampling call)."""
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    if _read.get(path, (None,))[0] != stamp:
+        try:
+            table = json.loads(path.read_text())
+        except (OSError, ValueError):
+            table = {}
+        _read[path] = (stamp, table if isinstance(table, dict) else {})
+    return _read[path][1]
+
+
 def cuda_engine(device_name: str, path: Path | None = None) -> tuple[str, str]:
     """(engine, why) for a CUDA device of this name: its recorded measurement, or the plain path without one."""
     path = path or choices_path()
-    try:
-        entry = json.loads(path.read_text()).get(device_name) if path.exists() else None
-    except (OSError, ValueError):
-        entry = None
+    entry = _table(path).get(device_name)
     if not entry or entry.get("engine") not in ("plain", "compiled"):
         return DEFAULT, f"no measurement for {device_name} in {path}: make gpu-check measures one"
     figures = "; ".join(f"{e} " + ", ".join(f"{v:,.0f} tok/s at {r} rows" for r, v in by.items())

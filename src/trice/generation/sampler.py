@@ -129,7 +129,8 @@ def sample(policy, prompts: list[str], *, max_new_tokens: int = 64, temperature:
 
     ``engine``: "slots" (:mod:`.slot_engine`), "compiled" (the slot engine with its decode step through
     ``torch.compile``, :mod:`.compiled_decode`), "plain" (:mod:`.plain_engine`) or "auto"
-    (:func:`auto_engine`: slots on CPUs where the model's attention is covered, plain on GPUs). ``merged`` keeps LoRA's merged weights between calls.
+    (:func:`auto_engine`: slots on CPUs where the model's attention is covered; on GPUs plain, or compiled where
+    ``make gpu-check`` measured it faster). ``merged`` keeps LoRA's merged weights between calls.
 
     >>> import torch  # doctest: +SKIP
     >>> from trice.modeling import Policy, load_model  # doctest: +SKIP
