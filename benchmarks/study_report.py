@@ -102,7 +102,9 @@ def cost_per_step(runs: dict) -> list[str]:
         first, last = (statistics.fmean(loglik[:3]), statistics.fmean(loglik[-3:])) if loglik else (None, None)
         spend = passes / budget if budget else None
         if spend is not None and steps and not SPEND_BAND[0] <= spend <= SPEND_BAND[1]:
-            outside.append(f"{label} ({spend:.2f}, {steps} steps of ~{passes / steps:,.0f})")
+            why = ("under: the next step's predicted cost would not fit" if spend < SPEND_BAND[0]
+                   else "over: its last step cost more than the mean of the steps before it predicted")
+            outside.append(f"{label} ({spend:.2f}, {steps} steps of ~{passes / steps:,.0f}; {why})")
         by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((steps, passes, first, last, spend))
     with_loglik = any(r[2] is not None for rows in by_method.values() for r in rows)
     lines = ["| method | seeds | steps | token-passes | token-passes per step | spend / budget (seeds' min - max) |"
@@ -122,8 +124,7 @@ def cost_per_step(runs: dict) -> list[str]:
     notes = ["", "Token-passes per step include each run's set-up (TRICE's memory, STaR's outer sampling). A run does "
              "not start a step whose predicted cost (the mean of its latest 5 steps) would pass the budget, so it "
              f"ends within about one step of it; runs outside {SPEND_BAND[0]:.2f} - {SPEND_BAND[1]:.2f} of the budget: "
-             + ("; ".join(outside) + " (each step costs a large share of the budget: the next one would not fit)"
-                if outside else "none") + "."]
+             + ("; ".join(outside) if outside else "none") + "."]
     return lines + notes
 
 

@@ -37,3 +37,14 @@ def test_jsonl_file(tmp_path, local_model, exemplars_file):
     summary = run_cli(tmp_path, local_model, "--task", f"jsonl:{data}", "--task-option", "question_field=q",
                       "--task-option", "answer_field=a", "--exemplars", str(exemplars_file))
     assert summary["task"].startswith("jsonl")
+
+
+def test_train_summary_reads_the_change_in_the_before_accuracys_standard_error(capsys):
+    """The printed standard error is the before accuracy's (sqrt(p (1 - p) / n)), and it says so."""
+    from trice.cli.train import print_summary
+
+    print_summary({"greedy_accuracy_before": 0.25, "greedy_accuracy_after": 0.35, "n_eval": 300,
+                   "tokens_sampled": 10, "questions_gained": 40, "questions_lost": 10, "paired_z": 4.24})
+    line = capsys.readouterr().out.splitlines()[0]
+    se = (0.25 * 0.75 / 300) ** 0.5  # 0.025
+    assert f"change +0.100 = {0.1 / se:+.1f} x the before accuracy's standard error {se:.3f}" in line, line

@@ -29,9 +29,10 @@ def print_summary(summary: dict) -> None:
         from ..evaluation.statistics import standard_error
 
         se = standard_error(before, n)
-        in_se = f" = {(after - before) / se:+.1f} SE" if se else ""
+        # the standard error is the before accuracy's (binomial, n questions): the yardstick the change is read in
+        in_se = f" = {(after - before) / se:+.1f} x the before accuracy's standard error {se:.3f}" if se else ""
         print(f"held-out greedy accuracy: before {before:.3f}, after {after:.3f} "
-              f"(n = {n}, standard error {se:.3f}; change {after - before:+.3f}{in_se})")
+              f"(n = {n}; change {after - before:+.3f}{in_se})")
         if "paired_z" in summary:
             print(f"paired on the same questions: {summary['questions_gained']} turned right, "
                   f"{summary['questions_lost']} turned wrong (McNemar z = {summary['paired_z']:+.1f})")
