@@ -195,6 +195,29 @@ def test_learning_curve_bands_stay_inside_zero_and_one():
     plt.close(fig)
 
 
+def test_a_method_keeps_its_colour_in_every_panel():
+    """Panels list different methods (grpo@k=8 on one task only); each method's line has one colour throughout."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trice.experiments.plots import _bands, _colours
+
+    line = [(0, 0.1), (100, 0.2)]
+    tasks = {"a": {"grpo-seed0": line, "grpo@k=8-seed0": line, "trice-seed0": line},
+             "b": {"trice-seed0": line, "grpo-seed0": line}}
+    colours = _colours(tasks)
+    seen = {}
+    for runs in tasks.values():
+        fig, ax = plt.subplots()
+        _bands(ax, runs, lambda xy: xy, colours=colours)
+        for drawn in ax.lines:
+            seen.setdefault(drawn.get_label().split(" (")[0], set()).add(tuple(drawn.get_color()))
+        plt.close(fig)
+    assert {m: len(c) for m, c in seen.items()} == {"grpo": 1, "grpo@k=8": 1, "trice": 1}
+    assert len({next(iter(c)) for c in seen.values()}) == 3  # and three different colours
+
+
 def test_best_at_equal_compute_ranks_methods_by_mean_final_accuracy(tmp_path):
     """The study report names the method with the highest mean final accuracy over seeds and TRICE's rank."""
     sys.path.insert(0, str(HERE.parent / "benchmarks"))

@@ -97,15 +97,27 @@ def _curve(run: RunDir) -> list[tuple[float, float]]:
     return [(_compute(e), e.get("subset_accuracy", e["greedy_accuracy"])) for e in evaluations(run)]
 
 
-def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0.0, 1.0)) -> None:
+def _method(label: str) -> str:
+    return label.rsplit("-seed", 1)[0]
+
+
+def _colours(tasks: dict[str, dict[str, RunDir]]) -> dict[str, tuple]:
+    """One colour per method across every panel of a figure, in order of first appearance."""
+    methods = list(dict.fromkeys(_method(label) for runs in tasks.values() for label in runs))
+    return {method: plt.cm.tab10(i % 10) for i, method in enumerate(methods)}
+
+
+def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0.0, 1.0),
+           colours: dict[str, tuple] | None = None) -> None:
     """Per method: each seed's (x, y) points interpolated onto a common grid up to the shortest seed's
     last x, then the mean and the 95% confidence band (Student t) over seeds; one seed: its line. The band
-    is clipped to ``limits`` (every curve drawn here is a fraction: with 3 seeds a t band can pass 0 or 1)."""
+    is clipped to ``limits`` (every curve drawn here is a fraction: with 3 seeds a t band can pass 0 or 1).
+    ``colours``: method -> colour (the same across a figure's panels); default, tab10 in this panel's order."""
     by_method: dict[str, list] = {}
     for label, run in runs.items():
         xy = sorted(points(run))
         if xy:
-            by_method.setdefault(label.rsplit("-seed", 1)[0], []).append(xy)
+            by_method.setdefault(_method(label), []).append(xy)
     for i, (method, curves) in enumerate(by_method.items()):
         end = min(c[-1][0] for c in curves)
         start = max(c[0][0] for c in curves)
@@ -114,7 +126,7 @@ def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0
         stats = [mean_ci(list(col)) for col in ys.T]
         mean = np.array([m for m, _ in stats])
         half = np.array([0.0 if np.isnan(h) else h for _, h in stats])
-        colour = plt.cm.tab10(i % 10)
+        colour = colours[method] if colours else plt.cm.tab10(i % 10)
         ax.plot(grid, mean, color=colour, label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
         low, high = np.clip(mean - half, *limits), np.clip(mean + half, *limits)
         ax.fill_between(grid, low, high, color=colour, alpha=0.2)
@@ -125,8 +137,9 @@ def learning_curves(tasks: dict[str, dict[str, RunDir]], path: str | Path) -> Pa
     runs ("<method>-seed<seed>" -> run directory). Accuracy is on the learning curve's fixed subset of
     the held-out questions (config.eval_subset), mean over seeds with a 95% band."""
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    colours = _colours(tasks)
     for ax, (task, runs) in zip(axes[0], tasks.items()):
-        _bands(ax, runs, _curve)
+        _bands(ax, runs, _curve, colours=colours)
         _finish(ax, f"{task + ': ' if task else ''}held-out greedy accuracy against compute", "token-passes",
                 "accuracy (fixed held-out subset)")
     return _save(fig, Path(path))
@@ -136,8 +149,10 @@ def training_curves(tasks: dict[str, dict[str, RunDir]], key: str, path: str | P
     """A training quantity logged each step (``proposal_accuracy``, ``memory_coverage``) against compute,
     one panel per task, mean over seeds with a 95% band; methods that never log it are left out."""
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    colours = _colours(tasks)
     for ax, (task, runs) in zip(axes[0], tasks.items()):
-        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None])
+        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None],
+               colours=colours)
         _finish(ax, f"{task + ': ' if task else ''}{key.replace('_', ' ')} against compute", "token-passes", key)
     return _save(fig, Path(path))
 
