@@ -246,3 +246,23 @@ def test_cost_per_step_says_why_each_run_is_outside_the_spend_band(tmp_path):
     note = lines[-1]
     assert "a-seed0 (0.80, 4 steps of ~200; under: the next step's predicted cost would not fit)" in note
     assert "b-seed0 (1.08, 10 steps of ~108; over: its last step cost more than" in note and "a-seed1" not in note
+
+
+def test_budget_rule_effect_prints_one_row_per_rule_from_the_method_s_finished_runs(tmp_path, capsys):
+    """benchmarks/budget_rule_effect.py: mean ± 95% interval over the method's seeds, seed 0 alone, mean steps and
+    the spend range, before and after; other methods and runs without a final accuracy are left out."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import budget_rule_effect
+
+    head = "method,seed,greedy_accuracy_before,greedy_accuracy,token_passes,steps_done\n"
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text(head + "star,0,0.2,0.30,1100,10\nstar,1,0.2,0.40,1050,12\nrs,0,0.2,0.90,1000,10\nstar,2,0.2,,0,0\n")
+    new.write_text(head + "star,0,0.2,0.25,950,9\nstar,1,0.3,0.35,990,9\nstar,2,0.25,0.45,1000,9\n")
+    arg = f"basic_arithmetic:{old}:{new}:1000"
+    assert budget_rule_effect.main([arg, "--method", "star"]) == 0
+    before, after = capsys.readouterr().out.strip().splitlines()[2:]
+    # before: seeds 0 and 1 only (seed 2 has no accuracy; rs is another method); t(1) = 12.706, sd = 0.0707
+    assert before.startswith("| basic_arithmetic | before (first step past the budget) | 2 | 0.200 | 0.350 ± 0.635 | 0.300 | 11.0 |")
+    assert before.endswith("| 1.05 - 1.10 |")
+    # after: three seeds, t(2) = 4.303, sd = 0.1 -> half-width 0.248
+    assert after == "| basic_arithmetic | after (predicted cost) | 3 | 0.250 | 0.350 ± 0.248 | 0.250 | 9.0 | 0.95 - 1.00 |"
