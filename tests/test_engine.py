@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import trice.generation.slot_engine as engine
-from tiny import make_tiny_lm
+from tiny import make_tiny_lm, make_tiny_policy
 from trice.modeling.merged_lora import MergedLora
-from trice.modeling import Policy
 from trice.generation.sampler import TorchSampler, auto_engine, sample
 
 PREFIX = "Question: 1 + 1 =\nAnswer: Let's think step by step.\n1 + 1 = 2. So the answer is 2.\n\n"
@@ -22,14 +21,7 @@ PROMPTS = ["Question: 2 + 3 =\nAnswer: Let's think step by step.\n", "Question: 
 
 
 def make_policy(params, prefix=PREFIX, seed=0):
-    model, tok = make_tiny_lm(seed)
-    policy = Policy.create(model, tok, params=params, prefix_text=prefix)
-    if params == "lora":
-        with torch.no_grad():
-            for name, p in policy.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.1)
-    return policy
+    return make_tiny_policy(params, prefix, seed)
 
 
 def draw(policy, prompts=PROMPTS, engine_name="slots", batch_size=4, temperature=1.0, stop=(), seed=0, n=30,

@@ -13,8 +13,7 @@ The tiny model's tokenizer has one token per character, so equal texts mean equa
 import pytest
 import torch
 
-from tiny import make_tiny_lm
-from trice.modeling import Policy
+from tiny import make_tiny_policy
 from trice.generation.sampler import sample
 from trice.generation.stops import stop_token_ids
 from trice.modeling.scoring import score
@@ -26,14 +25,7 @@ CONTS = [" 2 + 3 = 5. So the answer is 5.\n\n", "!", " ok\nQuestion:", "yz  w"]
 
 
 def make_policy(params, prefix=PREFIX, seed=0):
-    model, tok = make_tiny_lm(seed)
-    policy = Policy.create(model, tok, params=params, prefix_text=prefix)
-    if params == "lora":  # LoRA B starts at zero: make the adapters change the outputs
-        with torch.no_grad():
-            for name, p in policy.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.1)
-    return policy
+    return make_tiny_policy(params, prefix, seed)
 
 
 def generate_reference(policy, text, max_new_tokens):

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from tiny import CHARS, make_tiny_lm
+from tiny import CHARS, make_tiny_policy
 from trice.errors import TriceError
-from trice.modeling import Policy
 from trice.generation.sampler import Sample, sample
 from trice.modeling.scoring import score
 
@@ -13,15 +12,7 @@ PROMPTS = ["Q: 2+3?\nA:", "hi", "a much longer prompt, with spaces\nand a newlin
 
 
 def make_policy(params="prompt", seed=0):
-    model, tok = make_tiny_lm(seed)
-    prefix = "" if params == "full" else "Think step by step."
-    policy = Policy.create(model, tok, params=params, prefix_text=prefix)
-    if params == "lora":  # LoRA B starts at zero; make the adapters change the outputs
-        with torch.no_grad():
-            for name, p in policy.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.1)
-    return policy
+    return make_tiny_policy(params, "" if params == "full" else "Think step by step.", seed)
 
 
 @pytest.mark.parametrize("params", ["prompt", "lora", "full"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from tiny import make_tiny_lm
+from tiny import make_tiny_lm, make_tiny_policy
 from trice.errors import TriceError
 from trice.modeling import Policy
 from trice.modeling.scoring import score, token_logprobs, weighted_backward
@@ -39,15 +39,7 @@ def test_tiny_tokenizer_round_trips(tiny_lm):
 
 
 def make_policy(params, seed=0):
-    model, tok = make_tiny_lm(seed)
-    prefix = "" if params == "full" else "Think step by step."
-    policy = Policy.create(model, tok, params=params, prefix_text=prefix)
-    if params == "lora":  # LoRA B starts at zero; make the adapters actually do something
-        with torch.no_grad():
-            for name, p in policy.model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.1)
-    return policy
+    return make_tiny_policy(params, "" if params == "full" else "Think step by step.", seed)
 
 
 @pytest.mark.parametrize("params", ["prompt", "lora", "full"])

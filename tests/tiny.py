@@ -91,3 +91,18 @@ def needs_real_data(*relatives: str):
     return pytest.mark.skipif(any(real_data(r) is None for r in relatives),
                               reason=f"set TRICE_DATA_DIR to a directory with {' and '.join(relatives)} to run the "
                                      "checks against the real data")
+
+
+def make_tiny_policy(params: str, prefix: str, seed: int = 0):
+    """The tiny LM as a ``Policy`` trained through ``params``; LoRA's B matrices start at zero, so they are drawn
+    at random here to make the adapters change the outputs."""
+    from trice.modeling import Policy
+
+    model, tok = make_tiny_lm(seed)
+    policy = Policy.create(model, tok, params=params, prefix_text=prefix)
+    if params == "lora":
+        with torch.no_grad():
+            for name, p in policy.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1)
+    return policy
