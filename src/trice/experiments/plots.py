@@ -48,20 +48,20 @@ def comparison_plots(runs: dict[str, RunDir], out: str | Path) -> list[Path]:
     """``runs`` maps "<method>-seed<seed>" to its run directory; returns the PNG files written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(dict.fromkeys(label.rsplit("-seed", 1)[0] for label in runs))
-    colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colour = _colours({"": runs})
     files = []
 
     files.append(learning_curves({"": runs}, out / "accuracy_vs_compute.png"))
     for key, title in (("proposal_accuracy", "training proposal accuracy"), ("memory_coverage", "memory coverage")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None])
+        _bands(ax, runs, lambda run: [(_compute(r), r[key]) for r in _steps(run) if r.get(key) is not None],
+               colours=colour)
         _finish(ax, f"{title} against compute (mean over seeds, 95% band)", "token-passes", key)
         files.append(_save(fig, out / f"{key}_vs_compute.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, run in runs.items():
-        method = label.rsplit("-seed", 1)[0]
+        method = _method(label)
         evals = evaluations(run)
         if evals:
             ax.plot([e.get("tokens_sampled", 0) for e in evals], [e["greedy_accuracy"] for e in evals],
@@ -73,7 +73,7 @@ def comparison_plots(runs: dict[str, RunDir], out: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         drawn = False
         for label, run in runs.items():
-            method = label.rsplit("-seed", 1)[0]
+            method = _method(label)
             rows = [r for r in _steps(run) if r.get(key) is not None]
             if rows:
                 ax.plot([r["step"] for r in rows], _smooth([r[key] for r in rows]), color=colour[method],
@@ -112,13 +112,14 @@ def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0
     """Per method: each seed's (x, y) points interpolated onto a common grid up to the shortest seed's
     last x, then the mean and the 95% confidence band (Student t) over seeds; one seed: its line. The band
     is clipped to ``limits`` (every curve drawn here is a fraction: with 3 seeds a t band can pass 0 or 1).
-    ``colours``: method -> colour (the same across a figure's panels); default, tab10 in this panel's order."""
+    ``colours``: method -> colour (the same across a figure's panels); default, this panel's own ``_colours``."""
+    colours = colours or _colours({"": runs})
     by_method: dict[str, list] = {}
     for label, run in runs.items():
         xy = sorted(points(run))
         if xy:
             by_method.setdefault(_method(label), []).append(xy)
-    for i, (method, curves) in enumerate(by_method.items()):
+    for method, curves in by_method.items():
         end = min(c[-1][0] for c in curves)
         start = max(c[0][0] for c in curves)
         grid = np.linspace(start, end, 50) if end > start else np.array([end])
@@ -126,7 +127,7 @@ def _bands(ax, runs: dict[str, RunDir], points, limits: tuple[float, float] = (0
         stats = [mean_ci(list(col)) for col in ys.T]
         mean = np.array([m for m, _ in stats])
         half = np.array([0.0 if np.isnan(h) else h for _, h in stats])
-        colour = colours[method] if colours else plt.cm.tab10(i % 10)
+        colour = colours[method]
         ax.plot(grid, mean, color=colour, label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
         low, high = np.clip(mean - half, *limits), np.clip(mean + half, *limits)
         ax.fill_between(grid, low, high, color=colour, alpha=0.2)
