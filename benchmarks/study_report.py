@@ -115,7 +115,7 @@ def cost_per_step(runs: dict) -> list[str]:
         spends = [r[4] for r in rows if r[4] is not None]
         spent = f"{min(spends):.2f} - {max(spends):.2f}" if spends else "-"
         line = (f"| {method} | {len(rows)} | {steps:.1f} | {passes:,.0f} | "
-                f"{passes / steps if steps else float('nan'):,.0f} | {spent} |")
+                f"{f'{passes / steps:,.0f}' if steps else '-'} | {spent if steps else '- (no training)'} |")
         if with_loglik:
             logliks = [r for r in rows if r[2] is not None]
             line += (f" {statistics.fmean(r[2] for r in logliks):.2f} → {statistics.fmean(r[3] for r in logliks):.2f} |"
@@ -164,7 +164,11 @@ def main(argv=None) -> int:
     parser.add_argument("--finished-only", action="store_true",
                         help="leave out runs without summary.json (a study in progress: their partial curves "
                              "would cut every band of their method short)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods to report (default: every run found): leaves out the runs of "
+                             "methods still running in a task directory, whose tables would mix seeds")
     args = parser.parse_args(argv)
+    methods = set(args.methods.split(",")) if args.methods else None
     from trice.experiments.plots import learning_curves, training_curves
     from trice.artifacts.run_dir import RunDir
 
@@ -172,12 +176,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tasks = {}
     command = f"python benchmarks/study_report.py {root} --out {out}" + (
-        f" --title '{args.title}' --reference {args.reference}" if args.reference != "trice" else "")
+        f" --title '{args.title}' --reference {args.reference}" if args.reference != "trice" else "") + (
+        f" --methods {args.methods}" if args.methods else "")
     lines = [f"# {args.title}", "", f"Made by `{command}` from the `trice compare` directories below.", ""]
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         runs = {d.name: RunDir(d) for d in sorted(task_dir.iterdir())
                 if d.is_dir() and "-seed" in d.name and (d / "metrics.jsonl").exists()
-                and (not args.finished_only or (d / "summary.json").exists())}
+                and (not args.finished_only or (d / "summary.json").exists())
+                and (methods is None or d.name.rsplit("-seed", 1)[0] in methods)}
         if not runs:
             continue
         tasks[task_dir.name] = runs

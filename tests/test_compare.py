@@ -132,6 +132,10 @@ def test_compare_under_a_compute_budget_with_curves_and_paired_table(tmp_path, l
     for name in ("proposal_accuracy", "memory_coverage"):
         assert (tmp_path / "doc" / f"{name}_vs_compute.png").stat().st_size > 1000
     assert "Best at equal compute: **" in report
+    # --methods leaves out every other method's runs (a method still running in a task directory)
+    assert study_report.main([str(tmp_path / "study"), "--out", str(tmp_path / "doc2"), "--methods", "trice"]) == 0
+    memorisation = (tmp_path / "doc2" / "results.md").read_text().split("Train against held-out")[1]
+    assert "| trice | 2 |" in memorisation and "| pt-direct |" not in memorisation.split("Compute per step")[1]
 
 
 def test_method_with_a_tool_and_the_reference_of_the_paired_table(tmp_path):
