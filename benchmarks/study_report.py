@@ -103,8 +103,10 @@ def cost_per_step(runs: dict) -> list[str]:
         spend = passes / budget if budget else None
         if spend is not None and steps and not SPEND_BAND[0] <= spend <= SPEND_BAND[1]:
             why = ("under: the next step's predicted cost would not fit" if spend < SPEND_BAND[0]
+                   else "over: its one step, set-up included, cost more than the budget; a first step has no "
+                        "cost before it to predict from, so it always starts" if steps == 1
                    else "over: its last step cost more than the mean of the steps before it predicted")
-            outside.append(f"{label} ({spend:.2f}, {steps} steps of ~{passes / steps:,.0f}; {why})")
+            outside.append(f"{label} ({spend:.2f}, {steps} {'step' if steps == 1 else 'steps'} of ~{passes / steps:,.0f}; {why})")
         by_method.setdefault(label.rsplit("-seed", 1)[0], []).append((steps, passes, first, last, spend))
     with_loglik = any(r[2] is not None for rows in by_method.values() for r in rows)
     lines = ["| method | seeds | steps | token-passes | token-passes per step | spend / budget (seeds' min - max) |"

@@ -236,7 +236,8 @@ def test_best_at_equal_compute_ranks_methods_by_mean_final_accuracy(tmp_path):
 
 
 def test_cost_per_step_says_why_each_run_is_outside_the_spend_band(tmp_path):
-    """A run under the band is short because its next step would not fit; one over it overshot its prediction."""
+    """A run under the band is short because its next step would not fit; one over it overshot its prediction,
+    or its only step (which nothing predicted) passed the budget."""
     sys.path.insert(0, str(HERE.parent / "benchmarks"))
     import types
     import study_report
@@ -245,11 +246,13 @@ def test_cost_per_step_says_why_each_run_is_outside_the_spend_band(tmp_path):
         return types.SimpleNamespace(summary_path=tmp_path, summary=lambda: {"steps_done": steps, "token_passes": passes},
                                      config=lambda: types.SimpleNamespace(compute_budget=1000), metrics=lambda: [])
 
-    lines = study_report.cost_per_step({"a-seed0": run(4, 800), "a-seed1": run(10, 1000), "b-seed0": run(10, 1080)})
+    lines = study_report.cost_per_step({"a-seed0": run(4, 800), "a-seed1": run(10, 1000), "b-seed0": run(10, 1080),
+                                        "c-seed0": run(1, 1300)})
     assert "| a | 2 | 7.0 | 900 |" in lines[2] and "0.80 - 1.00" in lines[2]
     note = lines[-1]
     assert "a-seed0 (0.80, 4 steps of ~200; under: the next step's predicted cost would not fit)" in note
     assert "b-seed0 (1.08, 10 steps of ~108; over: its last step cost more than" in note and "a-seed1" not in note
+    assert "c-seed0 (1.30, 1 step of ~1,300; over: its one step, set-up included, cost more than the budget" in note
 
 
 def test_budget_rule_effect_prints_one_row_per_rule_from_the_method_s_finished_runs(tmp_path, capsys):
