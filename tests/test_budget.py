@@ -51,6 +51,28 @@ def test_every_method_stops_before_a_step_its_budget_cannot_pay_for(tmp_path, me
         assert summary["tokens_sampled"] == 0 < summary["tokens_scored"]
 
 
+def test_a_single_step_dearer_than_the_budget_runs_and_says_why_the_budget_was_passed(tmp_path):
+    """The first step has nothing to predict its cost from, so it starts even when it alone costs more than
+    the budget; the run then warns, naming what it spent and the budget, and stops after that step."""
+    with pytest.warns(RuntimeWarning, match=r"one step took it to [\d,]+ token_passes, past its budget of 50"):
+        summary, _ = run(tmp_path, "latro", method="latro", compute_budget=50, steps=400)
+    assert summary["steps_done"] == 1 and summary["token_passes"] > 50
+
+
+def test_overshoot_speaks_only_for_a_limited_run_past_its_budget_after_one_step():
+    from types import SimpleNamespace as NS
+    from trice.training.budget import Budget
+
+    def budget(step, passes, compute_budget=1000):
+        config = NS(time_budget=None, compute_budget=compute_budget, token_budget=None, steps=10)
+        return Budget(config, NS(tokens=passes), NS(step=step, tokens_scored=0, tokens_forward=0, step_costs=[]))
+
+    assert "one step took it to 1,300 token_passes, past its budget of 1,000" in budget(1, 1300).overshoot()
+    assert budget(1, 900).overshoot() is None  # within the budget
+    assert budget(2, 1300).overshoot() is None  # a later step passed it: the prediction's doing, not this
+    assert budget(1, 1300, compute_budget=None).overshoot() is None  # no budget: the step count ends the run
+
+
 def test_tokens_scored_count_prompt_and_continuation_tokens(tmp_path, monkeypatch):
     from trice.modeling import scoring as scorer
 

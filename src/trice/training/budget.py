@@ -87,6 +87,17 @@ class Budget:
         about one step's cost under its budget instead of passing it by one."""
         return not self.limited or self.fits(self.predicted_step())
 
+    def overshoot(self) -> str | None:
+        """Why a run that took a single step passed its budget, or None. The first step has no cost before it
+        to predict from, so it always starts (the rule above can only stop the steps after it): a method whose
+        step alone costs more than the budget spends more than it (``latro`` at 40,000 token-passes on
+        word_sequence_reversal: one step of ~52,000, docs/study/grpo)."""
+        if not self.limited or self.loop.step != 1 or self.used() <= self.total():
+            return None
+        return (f"the run's one step took it to {self.used():,.0f} {self.unit}, past its budget of "
+                f"{self.total():,.0f}: a first step has no cost to predict from, so it always runs; raise the "
+                "budget or make a step cheaper (a smaller batch, fewer samples per question, shorter rationales)")
+
     def record_step(self, used_before: float) -> None:
         """Note what the step that started at ``used_before`` cost."""
         self.loop.step_costs = (self.loop.step_costs + [self.used() - used_before])[-COST_WINDOW:]

@@ -114,6 +114,8 @@ def train(config: TrainConfig | None = None, *, model=None, tokenizer=None, task
                     raise StopRequested(stop.requested or "a signal to another process")
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
                     _save(t, here)
+            if note := t.budget.overshoot():
+                warnings.warn(note, RuntimeWarning, stacklevel=2)
             # --- finish: final evaluation (unless one just ran), self-consistency -----------------
             if t.loop.last_eval and t.loop.last_eval[0] == t.loop.step:
                 _, accuracy_after, verdicts_after = t.loop.last_eval
